@@ -1,0 +1,84 @@
+//! `nodeos build`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nodeos_image::{BuildOptions, build};
+use nodeos_manifest::Profile;
+
+use crate::exit::Exit;
+use crate::ui::Ui;
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The npm project to build (the directory holding package.json).
+    #[arg(value_name = "PROJECT_DIR")]
+    project: Option<PathBuf>,
+    /// Where to put <name>.nodeos/ [default: PROJECT_DIR/dist]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// dev: EROFS/lz4hc, boots faster; release: squashfs/xz, smallest.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Release)]
+    profile: ProfileArg,
+    /// Use this bzImage instead of nodeos's own kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The static nodeos-init binary [default: $NODEOS_INIT, or next to nodeos]
+    #[arg(long, value_name = "PATH", hide = true)]
+    init: Option<PathBuf>,
+    /// Print the manifest of the built image as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProfileArg {
+    Dev,
+    Release,
+}
+
+pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
+    let project_dir = crate::project_dir(args.project);
+    let init = match args.init {
+        Some(path) => path,
+        None => find_init()?,
+    };
+    let options = BuildOptions {
+        project_dir,
+        out_dir: args.out,
+        profile: match args.profile {
+            ProfileArg::Dev => Profile::Dev,
+            ProfileArg::Release => Profile::Release,
+        },
+        kernel: args.kernel,
+        init,
+    };
+    let built = build(&options, ui).context("build failed")?;
+    if args.json {
+        let value = serde_json::json!({ "dir": built.dir, "manifest": built.manifest });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(Exit::Success)
+}
+
+/// Locates nodeos-init: `$NODEOS_INIT`, next to this executable (an
+/// installed nodeos), or the musl build of a source checkout. When none
+/// exists, returns the first place looked so the build reports it after
+/// checking the project.
+fn find_init() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("NODEOS_INIT") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("cannot locate the nodeos executable")?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [
+        dir.join("nodeos-init"),
+        dir.join("../x86_64-unknown-linux-musl/release/nodeos-init"),
+        dir.join("../../x86_64-unknown-linux-musl/release/nodeos-init"),
+    ];
+    Ok(candidates
+        .iter()
+        .find(|p| p.is_file())
+        .unwrap_or(&candidates[0])
+        .clone())
+}

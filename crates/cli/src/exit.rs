@@ -1,0 +1,119 @@
+//! The exit codes of `nodeos`, one per kind of failure a script may want to
+//! tell apart. Documented in docs/cli.md; never reuse or renumber a code.
+
+use nodeos_image::BuildError;
+use nodeos_image::kernel::KernelError;
+use nodeos_image::node::NodeError;
+use nodeos_image::rootfs::RootfsError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    /// Everything worked; for `run`, the guest shut down cleanly.
+    Success = 0,
+    /// An unexpected failure (I/O error, full disk, a bug).
+    Failure = 1,
+    /// Bad command-line usage (clap's own code).
+    Usage = 2,
+    /// The npm project is unusable: no/invalid package.json, missing entry
+    /// file, dependency not installed.
+    Project = 3,
+    /// `engines.node` is not a valid range or matches no published Node.js.
+    NodeVersion = 4,
+    /// The npm registry could not be reached and nothing usable is cached.
+    Registry = 5,
+    /// A download did not match the registry's integrity checksum.
+    Integrity = 6,
+    /// The kernel given is not a kernel, or building nodeos's kernel failed.
+    Kernel = 7,
+    /// The image directory is missing, incomplete or corrupt.
+    Image = 8,
+    /// A host port asked for with `-p` is already in use.
+    PortInUse = 9,
+    /// The VM failed: QEMU could not start, the guest kernel panicked, or the
+    /// guest had to be hard-stopped.
+    Vm = 10,
+    /// The app inside the guest exited with a failure status on its own.
+    AppFailed = 11,
+    /// A host tool nodeos needs is not installed (the message names it).
+    ToolMissing = 12,
+    /// `run` was interrupted twice and the VM was killed.
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failure that already knows its exit code; raised by the commands for
+/// conditions they detect themselves.
+#[derive(Debug)]
+pub struct Failed {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failed {}
+
+pub fn fail(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    Failed {
+        exit,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Finds the exit code for an error by looking through its causes.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(f) = cause.downcast_ref::<Failed>() {
+            return f.exit;
+        }
+        if let Some(e) = cause.downcast_ref::<BuildError>() {
+            return classify_build(e);
+        }
+        if let Some(e) = cause.downcast_ref::<nodeos_vmm::Error>() {
+            return classify_vmm(e);
+        }
+    }
+    Exit::Failure
+}
+
+fn classify_build(err: &BuildError) -> Exit {
+    match err {
+        BuildError::Project(_) => Exit::Project,
+        BuildError::Node(e) => match e {
+            NodeError::InvalidRange { .. } | NodeError::NoMatchingVersion { .. } => {
+                Exit::NodeVersion
+            }
+            NodeError::Unreachable { .. } | NodeError::NoRegistry { .. } => Exit::Registry,
+            NodeError::Integrity { .. } => Exit::Integrity,
+            _ => Exit::Failure,
+        },
+        BuildError::Kernel(e) => match e {
+            KernelError::Spawn { .. } => Exit::ToolMissing,
+            KernelError::SourceMissing { .. } => Exit::ToolMissing,
+            _ => Exit::Kernel,
+        },
+        BuildError::Rootfs(RootfsError::ToolMissing { .. }) => Exit::ToolMissing,
+        BuildError::InitMissing { .. } | BuildError::InitNotStatic { .. } => Exit::ToolMissing,
+        _ => Exit::Failure,
+    }
+}
+
+fn classify_vmm(err: &nodeos_vmm::Error) -> Exit {
+    use nodeos_vmm::Error;
+    match err {
+        Error::PortInUse { .. } => Exit::PortInUse,
+        Error::QemuNotFound { .. } => Exit::ToolMissing,
+        _ => Exit::Vm,
+    }
+}

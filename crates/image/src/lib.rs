@@ -1,0 +1,56 @@
+//! The nodeos image builder.
+//!
+//! Turns an npm project into an image directory (`dist/<name>.nodeos/`):
+//! a kernel, a read-only compressed root filesystem and `manifest.json`.
+//! Building is a plan (read package.json, resolve and fetch Node.js, find
+//! the kernel, list the files) followed by a write into a temporary
+//! directory that is renamed into place only when everything succeeded.
+//!
+//! The library never prints: progress goes through a [`Reporter`].
+
+mod build;
+pub mod cache;
+pub mod deps;
+pub mod elf;
+pub mod kernel;
+pub mod node;
+pub mod project;
+pub mod registry;
+pub mod rootfs;
+
+pub use build::{
+    BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, ROOTFS_FILE, app_config, build,
+    kernel_cmdline, sha256_file,
+};
+
+/// Receives progress from the builder; the CLI draws it on stderr.
+pub trait Reporter: Sync {
+    /// A cargo-style status line, e.g. `("Downloading", "node 22.23.3")`.
+    fn status(&self, verb: &str, message: &str);
+    /// Something the user should know about that does not stop the build.
+    fn warn(&self, message: &str);
+    /// Starts a byte-count progress display (a download of `total` bytes, if known).
+    fn progress(&self, label: &str, total: Option<u64>) -> Box<dyn Progress>;
+}
+
+/// A running byte-count progress display.
+pub trait Progress {
+    fn inc(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// A [`Reporter`] that shows nothing (tests, `--quiet`).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn status(&self, _verb: &str, _message: &str) {}
+    fn warn(&self, _message: &str) {}
+    fn progress(&self, _label: &str, _total: Option<u64>) -> Box<dyn Progress> {
+        Box::new(Silent)
+    }
+}
+
+impl Progress for Silent {
+    fn inc(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}

@@ -1,0 +1,275 @@
+//! The root filesystem: a staging tree on the host, packed into a
+//! read-only compressed image by `mkfs.erofs` or `mksquashfs`.
+//!
+//! The trade-off between the two is exposed as the build profile (see
+//! docs/benchmarks.md for the measurements behind the defaults): `dev` packs
+//! EROFS with lz4hc, which decompresses fastest and boots quickest; `release`
+//! packs squashfs with xz, which is smallest. Every file is owned by root and
+//! carries a fixed timestamp, so the same tree gives the same image.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nodeos_manifest::Profile;
+
+/// How the root filesystem image is packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsFormat {
+    /// EROFS, lz4hc-compressed.
+    ErofsLz4hc,
+    /// squashfs, xz-compressed with the x86 BCJ filter.
+    SquashfsXz,
+}
+
+impl RootfsFormat {
+    pub fn for_profile(profile: Profile) -> Self {
+        match profile {
+            Profile::Dev => RootfsFormat::ErofsLz4hc,
+            Profile::Release => RootfsFormat::SquashfsXz,
+        }
+    }
+
+    /// The `rootfstype=` value and the manifest's `rootfs.format`.
+    pub fn fs_type(self) -> &'static str {
+        match self {
+            RootfsFormat::ErofsLz4hc => "erofs",
+            RootfsFormat::SquashfsXz => "squashfs",
+        }
+    }
+
+    pub fn compression(self) -> &'static str {
+        match self {
+            RootfsFormat::ErofsLz4hc => "lz4hc",
+            RootfsFormat::SquashfsXz => "xz",
+        }
+    }
+
+    fn tool(self) -> &'static str {
+        match self {
+            RootfsFormat::ErofsLz4hc => "mkfs.erofs",
+            RootfsFormat::SquashfsXz => "mksquashfs",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            RootfsFormat::ErofsLz4hc => "erofs-utils",
+            RootfsFormat::SquashfsXz => "squashfs-tools",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("cannot stage {path} into the root filesystem")]
+    Stage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("refusing to stage {path}: it would land outside the root filesystem")]
+    Escape { path: PathBuf },
+    #[error("{tool} is not installed; install it with `apt-get install {package}`")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+    },
+    #[error("{tool} failed ({status}):\n{stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+}
+
+/// A directory tree that becomes `/` of the guest.
+pub struct Staging {
+    root: PathBuf,
+}
+
+impl Staging {
+    /// Uses `root` (which must exist and be empty) as the guest's `/`.
+    pub fn new(root: PathBuf) -> Self {
+        Staging { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Host path of the guest path `guest` (absolute or relative to `/`).
+    fn host(&self, guest: &Path) -> Result<PathBuf, RootfsError> {
+        let mut out = self.root.clone();
+        for part in guest.components() {
+            match part {
+                Component::RootDir | Component::CurDir => {}
+                Component::Normal(p) => out.push(p),
+                Component::ParentDir | Component::Prefix(_) => {
+                    return Err(RootfsError::Escape {
+                        path: guest.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a directory (and its parents) with the given mode.
+    pub fn dir(&self, guest: impl AsRef<Path>, mode: u32) -> Result<(), RootfsError> {
+        let path = self.host(guest.as_ref())?;
+        let err = |source| RootfsError::Stage {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&path).map_err(err)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err)
+    }
+
+    /// Places a copy of the host file `source` at `guest` with `mode`.
+    ///
+    /// Large files are hard-linked when the cache and the output share a
+    /// file system, instead of copied; the packer only reads them.
+    pub fn file(
+        &self,
+        guest: impl AsRef<Path>,
+        source: &Path,
+        mode: u32,
+    ) -> Result<(), RootfsError> {
+        let path = self.host(guest.as_ref())?;
+        let err = |source| RootfsError::Stage {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(err)?;
+        }
+        let same_mode = fs::metadata(source).map(|m| m.permissions().mode() & 0o7777 == mode);
+        if !(matches!(same_mode, Ok(true)) && fs::hard_link(source, &path).is_ok()) {
+            fs::copy(source, &path).map_err(err)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `contents` to `guest` with `mode`.
+    pub fn write(
+        &self,
+        guest: impl AsRef<Path>,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<(), RootfsError> {
+        let path = self.host(guest.as_ref())?;
+        let err = |source| RootfsError::Stage {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(err)?;
+        }
+        fs::write(&path, contents).map_err(err)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err)
+    }
+
+    /// Creates a symbolic link at `guest` pointing to `target`.
+    pub fn symlink(&self, guest: impl AsRef<Path>, target: &Path) -> Result<(), RootfsError> {
+        let path = self.host(guest.as_ref())?;
+        let err = |source| RootfsError::Stage {
+            path: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(err)?;
+        }
+        symlink(target, &path).map_err(err)
+    }
+
+    /// Packs the tree into `image` in the given format.
+    pub fn pack(&self, image: &Path, format: RootfsFormat) -> Result<(), RootfsError> {
+        let mut cmd = Command::new(format.tool());
+        match format {
+            RootfsFormat::ErofsLz4hc => {
+                cmd.args(["-zlz4hc,12", "-C65536", "-T0", "--all-root", "--quiet"])
+                    .arg("-U00000000-0000-0000-0000-000000000000")
+                    .arg(image)
+                    .arg(&self.root);
+            }
+            RootfsFormat::SquashfsXz => {
+                cmd.arg(&self.root).arg(image).args([
+                    "-noappend",
+                    "-quiet",
+                    "-no-progress",
+                    "-all-root",
+                    "-comp",
+                    "xz",
+                    "-Xbcj",
+                    "x86",
+                    "-b",
+                    "1M",
+                    "-mkfs-time",
+                    "0",
+                    "-all-time",
+                    "0",
+                    "-no-xattrs",
+                ]);
+            }
+        }
+        let output = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => RootfsError::ToolMissing {
+                    tool: format.tool(),
+                    package: format.package(),
+                },
+                _ => RootfsError::Stage {
+                    path: image.to_owned(),
+                    source: e,
+                },
+            })?;
+        if !output.status.success() {
+            return Err(RootfsError::ToolFailed {
+                tool: format.tool(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_refuses_paths_that_escape_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::new(dir.path().to_owned());
+        let err = staging.write("/etc/../../x", b"", 0o644).unwrap_err();
+        assert!(matches!(err, RootfsError::Escape { .. }), "{err}");
+    }
+
+    #[test]
+    fn staging_places_files_dirs_and_links_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::new(dir.path().to_owned());
+        staging.dir("/tmp", 0o1777).unwrap();
+        staging
+            .write("/etc/hosts", b"127.0.0.1 localhost\n", 0o644)
+            .unwrap();
+        staging
+            .symlink("/etc/resolv.conf", Path::new("../run/resolv.conf"))
+            .unwrap();
+        let meta = fs::metadata(dir.path().join("tmp")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::read(dir.path().join("etc/hosts")).unwrap(),
+            b"127.0.0.1 localhost\n"
+        );
+        assert_eq!(
+            fs::read_link(dir.path().join("etc/resolv.conf")).unwrap(),
+            Path::new("../run/resolv.conf")
+        );
+    }
+}

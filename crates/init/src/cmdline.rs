@@ -1,0 +1,159 @@
+//! The `nodeos.*` parameters of the kernel command line (`/proc/cmdline`).
+//!
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `nodeos.ip=ADDR/PREFIX` | `10.0.2.15/24` | IPv4 address of the first NIC |
+//! | `nodeos.gw=ADDR` | `10.0.2.2` | default gateway (IPv4) |
+//! | `nodeos.dns=ADDR[,ADDR…]` | `10.0.2.3` | name servers written to `/run/resolv.conf` |
+//! | `nodeos.grace=SECONDS` | `10` | how long the app has between SIGTERM and SIGKILL |
+//!
+//! The defaults are what QEMU's user-mode networking hands out. A malformed
+//! value is an error (init powers off with a message); an unknown `nodeos.*`
+//! key is a warning, so newer hosts can boot older images.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Settings taken from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootParams {
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<IpAddr>,
+    pub grace: Duration,
+    /// `nodeos.*` keys this init does not know, to warn about.
+    pub unknown: Vec<String>,
+}
+
+impl Default for BootParams {
+    fn default() -> Self {
+        BootParams {
+            ip: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))],
+            grace: Duration::from_secs(10),
+            unknown: Vec::new(),
+        }
+    }
+}
+
+impl BootParams {
+    /// Parses the text of `/proc/cmdline`; parameters outside `nodeos.` are ignored.
+    pub fn parse(cmdline: &str) -> Result<Self, Error> {
+        let mut params = BootParams::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let Some(rest) = word.strip_prefix("nodeos.") else {
+                continue;
+            };
+            let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+            let bad = |problem: &str| Error::Cmdline {
+                param: word.to_string(),
+                problem: problem.to_string(),
+            };
+            match key {
+                "ip" => {
+                    let (addr, prefix) = value
+                        .split_once('/')
+                        .ok_or_else(|| bad("expected ADDR/PREFIX, e.g. 10.0.2.15/24"))?;
+                    params.ip = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+                    params.prefix = prefix
+                        .parse()
+                        .ok()
+                        .filter(|p| *p <= 32)
+                        .ok_or_else(|| bad("prefix must be a number from 0 to 32"))?;
+                }
+                "gw" => params.gateway = value.parse().map_err(|_| bad("not an IPv4 address"))?,
+                "dns" => {
+                    params.dns = value
+                        .split(',')
+                        .map(|a| a.parse())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| bad("expected IP addresses separated by commas"))?;
+                }
+                "grace" => {
+                    let secs: u64 = value
+                        .parse()
+                        .map_err(|_| bad("expected a whole number of seconds"))?;
+                    params.grace = Duration::from_secs(secs);
+                }
+                _ => params.unknown.push(word.to_string()),
+            }
+        }
+        Ok(params)
+    }
+
+    /// The netmask of [`BootParams::prefix`].
+    pub fn netmask(&self) -> Ipv4Addr {
+        netmask(self.prefix)
+    }
+}
+
+/// The IPv4 netmask of a prefix length, e.g. 255.255.255.0 for 24.
+pub fn netmask(prefix: u8) -> Ipv4Addr {
+    let bits = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    Ipv4Addr::from(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QEMU: &str = "console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1 loglevel=4\n";
+
+    #[test]
+    fn no_nodeos_params_gives_qemu_user_networking_defaults() {
+        let p = BootParams::parse(QEMU).unwrap();
+        assert_eq!(p, BootParams::default());
+        assert_eq!(p.ip.to_string(), "10.0.2.15");
+        assert_eq!(p.netmask().to_string(), "255.255.255.0");
+        assert_eq!(p.gateway.to_string(), "10.0.2.2");
+        assert_eq!(p.dns, vec!["10.0.2.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p.grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn all_params_are_read() {
+        let p = BootParams::parse(&format!(
+            "{QEMU} nodeos.ip=192.168.7.9/16 nodeos.gw=192.168.0.1 nodeos.dns=1.1.1.1,2606:4700::1111 nodeos.grace=3 nodeos.future=1"
+        ))
+        .unwrap();
+        assert_eq!(p.ip, Ipv4Addr::new(192, 168, 7, 9));
+        assert_eq!(p.prefix, 16);
+        assert_eq!(p.netmask(), Ipv4Addr::new(255, 255, 0, 0));
+        assert_eq!(p.gateway, Ipv4Addr::new(192, 168, 0, 1));
+        assert_eq!(p.dns.len(), 2);
+        assert_eq!(p.grace, Duration::from_secs(3));
+        assert_eq!(p.unknown, vec!["nodeos.future=1".to_string()]);
+    }
+
+    #[test]
+    fn netmask_edges() {
+        assert_eq!(netmask(0), Ipv4Addr::new(0, 0, 0, 0));
+        assert_eq!(netmask(8), Ipv4Addr::new(255, 0, 0, 0));
+        assert_eq!(netmask(31), Ipv4Addr::new(255, 255, 255, 254));
+        assert_eq!(netmask(32), Ipv4Addr::new(255, 255, 255, 255));
+    }
+
+    #[test]
+    fn malformed_values_are_errors_naming_the_param() {
+        for bad in [
+            "nodeos.ip=10.0.2.15",
+            "nodeos.ip=10.0.2.300/24",
+            "nodeos.ip=10.0.2.15/33",
+            "nodeos.gw=fe80::1",
+            "nodeos.dns=",
+            "nodeos.dns=1.1.1.1,x",
+            "nodeos.grace=-1",
+            "nodeos.grace=1.5",
+        ] {
+            let err = BootParams::parse(&format!("{QEMU} {bad}")).unwrap_err();
+            assert!(err.to_string().contains(bad), "{bad}: {err}");
+        }
+    }
+}

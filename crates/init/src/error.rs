@@ -1,0 +1,58 @@
+//! The one error type of init. Each variant says which step failed; the
+//! underlying cause is its `#[source]` and is not repeated in the message.
+//! [`crate::error_chain`] renders the whole chain once, on one line.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot mount {fstype} on {target}")]
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open /dev/console for stdin/stdout/stderr")]
+    Console(#[source] io::Error),
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "{path} is not a valid app config (the image is broken: rebuild it with `nodeos build`)"
+    )]
+    ConfigJson {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: {problem} (the image is broken: rebuild it with `nodeos build`)")]
+    ConfigInvalid { path: String, problem: String },
+    #[error("kernel command line: bad `{param}`: {problem}")]
+    Cmdline { param: String, problem: String },
+    #[error("cannot {action} on network interface {iface}")]
+    Net {
+        iface: String,
+        action: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up signal handling")]
+    Signals(#[source] io::Error),
+    #[error("cannot start the app ({node} in {workdir})")]
+    Spawn {
+        node: String,
+        workdir: String,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,50 @@
+//! Phase 7, shutdown: stop every remaining process, sync, power off.
+//! Reached from every path (app exit, shutdown request, error, panic);
+//! PID 1 never returns from it.
+
+use std::time::{Duration, Instant};
+
+use nodeos_manifest::console;
+use rustix::process::{Signal, WaitOptions};
+
+use crate::{log, say, sys};
+
+/// How long processes left after the app have between SIGTERM and SIGKILL.
+pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// SIGTERM (then SIGKILL) to everything, `sync`, power off.
+pub fn shutdown() -> ! {
+    if let Err(e) = sys::kill_all(Signal::TERM) {
+        say!("warning: cannot signal remaining processes: {e}");
+    }
+    if !reap_all_until(Instant::now() + LEFTOVER_GRACE) {
+        say!(
+            "processes still running after {}s: sending SIGKILL",
+            LEFTOVER_GRACE.as_secs()
+        );
+        let _ = sys::kill_all(Signal::KILL);
+        reap_all_until(Instant::now() + Duration::from_secs(1));
+    }
+    rustix::fs::sync();
+    log::marker(console::POWER_OFF);
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
+        say!("error: power off failed: {e}; halting here");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Reaps children until none is left (true) or `deadline` passes (false).
+/// Polls every 20 ms: this runs only in the last seconds of the VM.
+fn reap_all_until(deadline: Instant) -> bool {
+    loop {
+        // wait4(-1): every child, whatever its process group (see supervise::reap_one).
+        match rustix::process::wait(WaitOptions::NOHANG) {
+            Ok(Some(_)) => continue,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => return false,
+            Err(_) => return true, // ECHILD: no children left
+        }
+    }
+}

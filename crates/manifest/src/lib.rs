@@ -1,0 +1,298 @@
+//! The nodeos contract: the one place the host and the guest meet.
+//!
+//! * [`Manifest`] is written by `nodeos build` as `manifest.json` beside the
+//!   artefacts of an image directory and read by `nodeos run`.
+//! * [`AppConfig`] is baked into the root filesystem at [`APP_CONFIG_PATH`]
+//!   and read by nodeos-init to start the app.
+//! * [`console`] holds the marker lines nodeos-init prints on the serial
+//!   console, which the VM runner and the tests wait for.
+//!
+//! Everything here is plain data with serde; no I/O beyond (de)serialising.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest format. Bumped on incompatible changes.
+pub const MANIFEST_FORMAT: u32 = 1;
+/// Name of the manifest file inside an image directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Where the builder puts the app config inside the root filesystem.
+pub const APP_CONFIG_PATH: &str = "/etc/nodeos/app.json";
+/// Where the app's files live inside the root filesystem.
+pub const APP_DIR: &str = "/app";
+/// Where the node binary lives inside the root filesystem.
+pub const NODE_PATH: &str = "/usr/bin/node";
+/// Where nodeos-init lives inside the root filesystem.
+pub const INIT_PATH: &str = "/sbin/init";
+
+/// `manifest.json`: what an image directory holds and how to boot it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`] for manifests this crate writes.
+    pub format: u32,
+    /// `name` from package.json.
+    pub name: String,
+    /// `version` from package.json.
+    pub version: String,
+    /// Build profile the image was made with.
+    pub profile: Profile,
+    /// Node.js runtime inside the image.
+    pub node: NodeInfo,
+    /// The kernel and how to start it.
+    pub kernel: KernelInfo,
+    /// The root filesystem image.
+    pub rootfs: RootfsInfo,
+    /// Every file of the image directory except the manifest itself.
+    pub artifacts: BTreeMap<String, Artifact>,
+    /// `nodeos <version>` that wrote this manifest.
+    pub builder: String,
+}
+
+impl Manifest {
+    /// Parses a manifest and checks its format version.
+    pub fn from_json(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(ManifestError::Parse)?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(ManifestError::Format(manifest.format));
+        }
+        Ok(manifest)
+    }
+
+    /// Serialises the manifest as pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("manifest serialises");
+        text.push('\n');
+        text
+    }
+}
+
+/// Why a manifest could not be read.
+#[derive(Debug)]
+pub enum ManifestError {
+    Parse(serde_json::Error),
+    Format(u32),
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ManifestError::Parse(e) => write!(f, "manifest is not valid: {e}"),
+            ManifestError::Format(v) => write!(
+                f,
+                "manifest format {v} is not supported (this nodeos reads format {MANIFEST_FORMAT})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ManifestError {}
+
+/// Build profile: the size / boot-time trade-off of the root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Faster to build and to boot, larger.
+    Dev,
+    /// Smallest image.
+    #[default]
+    Release,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Dev => "dev",
+            Profile::Release => "release",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInfo {
+    /// Exact Node.js version, e.g. `22.23.3`.
+    pub version: String,
+    /// The `engines.node` range it was resolved from, if any.
+    pub range: Option<String>,
+    /// The registry's `dist.integrity` of the tarball it came from.
+    pub integrity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelInfo {
+    /// Release string read from the bzImage header, e.g. `6.1.192`.
+    pub version: String,
+    /// Kernel command line to boot the image with.
+    pub cmdline: String,
+    /// Artefact key of the kernel in [`Manifest::artifacts`].
+    pub artifact: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsInfo {
+    /// `erofs` or `squashfs`.
+    pub format: String,
+    /// Compression algorithm, e.g. `lz4hc` or `xz`.
+    pub compression: String,
+    /// Artefact key of the root filesystem in [`Manifest::artifacts`].
+    pub artifact: String,
+}
+
+/// One file of an image directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// File name relative to the image directory.
+    pub path: String,
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// `/etc/nodeos/app.json`: what nodeos-init starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// `name` from package.json (used for the hostname and log lines).
+    pub name: String,
+    /// Absolute path of the node binary.
+    pub node: String,
+    /// Working directory of the app (its root).
+    pub workdir: String,
+    /// Arguments passed to node: the entry file first, then the script's own arguments.
+    pub args: Vec<String>,
+    /// Environment of the app, on top of `PATH` and `HOME` set by init.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Marker lines nodeos-init prints on the console (`/dev/console`, the first
+/// serial port). Each is one whole line starting with [`console::PREFIX`].
+pub mod console {
+    /// Every line nodeos-init writes starts with this.
+    pub const PREFIX: &str = "nodeos-init: ";
+    /// Printed once the network is up, just before node is started.
+    pub const STARTING_APP: &str = "nodeos-init: starting app";
+    /// Printed just before init asks the kernel to power off.
+    pub const POWER_OFF: &str = "nodeos-init: powering off";
+    /// Printed when the power button (or SIGTERM to PID 1) asks for shutdown.
+    pub const SHUTDOWN_REQUESTED: &str = "nodeos-init: shutdown requested";
+
+    /// How the app's process ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum AppExit {
+        /// Exited with this status code.
+        Code(i32),
+        /// Killed by this signal number.
+        Signal(i32),
+    }
+
+    impl AppExit {
+        pub fn success(self) -> bool {
+            self == AppExit::Code(0)
+        }
+    }
+
+    impl std::fmt::Display for AppExit {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                AppExit::Code(c) => write!(f, "exit code {c}"),
+                AppExit::Signal(s) => write!(f, "signal {s}"),
+            }
+        }
+    }
+
+    const EXITED: &str = "nodeos-init: app exited ";
+
+    /// The line init prints when the app's process has ended.
+    pub fn app_exited_line(exit: AppExit) -> String {
+        match exit {
+            AppExit::Code(c) => format!("{EXITED}code={c}"),
+            AppExit::Signal(s) => format!("{EXITED}signal={s}"),
+        }
+    }
+
+    /// Parses a line printed by [`app_exited_line`]; tolerates a trailing `\r`.
+    pub fn parse_app_exited(line: &str) -> Option<AppExit> {
+        let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(EXITED)?;
+        if let Some(c) = rest.strip_prefix("code=") {
+            return c.parse().ok().map(AppExit::Code);
+        }
+        rest.strip_prefix("signal=")?
+            .parse()
+            .ok()
+            .map(AppExit::Signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console::*;
+    use super::*;
+
+    #[test]
+    fn app_exit_lines_round_trip() {
+        for exit in [AppExit::Code(0), AppExit::Code(3), AppExit::Signal(15)] {
+            assert_eq!(parse_app_exited(&app_exited_line(exit)), Some(exit));
+        }
+        assert_eq!(
+            parse_app_exited("nodeos-init: app exited code=7\r"),
+            Some(AppExit::Code(7))
+        );
+        assert_eq!(parse_app_exited("nodeos-init: app exited code=x"), None);
+        assert_eq!(parse_app_exited("hello"), None);
+    }
+
+    fn sample() -> Manifest {
+        let mut artifacts = BTreeMap::new();
+        artifacts.insert(
+            "kernel".into(),
+            Artifact {
+                path: "kernel".into(),
+                sha256: "00".repeat(32),
+                size: 1,
+            },
+        );
+        Manifest {
+            format: MANIFEST_FORMAT,
+            name: "hello".into(),
+            version: "1.0.0".into(),
+            profile: Profile::Release,
+            node: NodeInfo {
+                version: "22.1.0".into(),
+                range: Some("22".into()),
+                integrity: "sha512-x".into(),
+            },
+            kernel: KernelInfo {
+                version: "6.1".into(),
+                cmdline: "console=ttyS0".into(),
+                artifact: "kernel".into(),
+            },
+            rootfs: RootfsInfo {
+                format: "erofs".into(),
+                compression: "lz4hc".into(),
+                artifact: "rootfs".into(),
+            },
+            artifacts,
+            builder: "nodeos 0.1.0".into(),
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn manifest_rejects_other_format_versions() {
+        let mut m = sample();
+        m.format = 99;
+        let err = Manifest::from_json(&m.to_json()).unwrap_err();
+        assert!(matches!(err, ManifestError::Format(99)), "{err}");
+    }
+}

@@ -1,0 +1,46 @@
+//! The nodeos VM runner: boots an appliance (kernel + root filesystem image)
+//! under QEMU and controls it. Used by `nodeos run` and by the VM tests.
+//!
+//! This crate owns:
+//! * the QEMU command line ([`VmConfig`], [`Machine`], [`PortForward`]);
+//! * the accelerator choice ([`resolve_accel`]): KVM only once a tiny probe
+//!   guest has proved that it really works on this host, else TCG; the
+//!   verdict is cached once per host boot;
+//! * QMP control (power button, quit), hand-rolled over a Unix socket;
+//! * serial console capture: every guest line goes to an in-memory log that
+//!   [`Vm::wait_for_line`] waits on, and optionally to stdout;
+//! * turning "QEMU exited" plus the console log into an [`Outcome`]
+//!   (app exit code, power-off, kernel panic, hard stop, QEMU failure).
+//!
+//! QEMU runs in its own process group and dies with its owner: [`Vm`]'s
+//! `Drop` kills the group, and the parent-death signal covers a killed
+//! owner process. No async runtime: a few threads and a `Condvar`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use nodeos_vmm::{Vm, VmConfig};
+//! use nodeos_manifest::console;
+//!
+//! let config = VmConfig::new("dist/kernel", "dist/rootfs.img", "console=ttyS0 root=/dev/vda ro");
+//! let mut vm = Vm::start(config)?;
+//! vm.wait_for_line(console::STARTING_APP, Duration::from_secs(60))?;
+//! let outcome = vm.shutdown(Duration::from_secs(10))?;
+//! println!("{outcome}");
+//! # Ok::<(), nodeos_vmm::Error>(())
+//! ```
+
+mod accel;
+mod config;
+mod console;
+mod error;
+mod outcome;
+mod process;
+mod qmp;
+mod vm;
+
+pub use accel::{KvmStatus, PROBE_TIMEOUT, cache_dir, kvm_status, probe_elf, resolve_accel};
+pub use config::{Accel, ConsoleSink, Machine, PortForward, ResolvedAccel, VmConfig, find_qemu};
+pub use error::Error;
+pub use outcome::Outcome;
+pub use qmp::Qmp;
+pub use vm::Vm;

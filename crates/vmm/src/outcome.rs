@@ -1,0 +1,188 @@
+//! How a VM run ended, derived from QEMU's exit status and the console log.
+
+use std::fmt;
+use std::process::ExitStatus;
+
+use nodeos_manifest::console::{self, AppExit};
+
+/// The kernel's panic line starts with this (`Kernel panic - not syncing: …`).
+const KERNEL_PANIC: &str = "Kernel panic";
+
+/// How the guest ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The app exited (init printed `app exited …`) and the guest powered off.
+    AppExited(AppExit),
+    /// The guest powered off without an app exit line (e.g. the power button).
+    PoweredOff,
+    /// The kernel panicked; `line` is the panic line.
+    KernelPanic { line: String },
+    /// The runner stopped QEMU (QMP `quit` or SIGKILL); no clean power-off.
+    HardStopped,
+    /// QEMU itself failed (bad arguments, missing file, crashed).
+    QemuFailed {
+        status: ExitStatus,
+        stderr_tail: String,
+    },
+}
+
+impl Outcome {
+    /// Derives the outcome. `hard_stopped` says the runner killed QEMU;
+    /// `lines` is the console log, oldest first.
+    pub(crate) fn derive<'a>(
+        status: ExitStatus,
+        lines: impl IntoIterator<Item = &'a str>,
+        stderr_tail: &str,
+        hard_stopped: bool,
+    ) -> Outcome {
+        let mut panic = None;
+        let mut app_exit = None;
+        for line in lines {
+            if panic.is_none() && line.contains(KERNEL_PANIC) {
+                panic = Some(line.trim().to_owned());
+            }
+            if let Some(exit) = console::parse_app_exited(line) {
+                app_exit = Some(exit);
+            }
+        }
+        if let Some(line) = panic {
+            return Outcome::KernelPanic { line };
+        }
+        if hard_stopped {
+            return Outcome::HardStopped;
+        }
+        if !status.success() {
+            return Outcome::QemuFailed {
+                status,
+                stderr_tail: stderr_tail.to_owned(),
+            };
+        }
+        match app_exit {
+            Some(exit) => Outcome::AppExited(exit),
+            None => Outcome::PoweredOff,
+        }
+    }
+
+    /// The app exited with code 0 and the guest powered off cleanly.
+    pub fn success(&self) -> bool {
+        *self == Outcome::AppExited(AppExit::Code(0)) || *self == Outcome::PoweredOff
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::AppExited(exit) => write!(f, "app exited ({exit}), guest powered off"),
+            Outcome::PoweredOff => f.write_str("guest powered off"),
+            Outcome::KernelPanic { line } => write!(f, "kernel panic: {line}"),
+            Outcome::HardStopped => f.write_str("VM was stopped hard (no clean power-off)"),
+            Outcome::QemuFailed {
+                status,
+                stderr_tail,
+            } => {
+                write!(f, "QEMU failed ({status})")?;
+                match stderr_tail.trim() {
+                    "" => Ok(()),
+                    tail => write!(f, ": {tail}"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exit(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    const BOOT: &[&str] = &[
+        "Linux version 6.1.0",
+        "Run /sbin/init as init process",
+        console::STARTING_APP,
+    ];
+
+    fn derive(status: ExitStatus, extra: &[&str], hard: bool) -> Outcome {
+        Outcome::derive(status, BOOT.iter().chain(extra).copied(), "", hard)
+    }
+
+    #[test]
+    fn app_exit_line_then_power_off_is_app_exited() {
+        let lines = [
+            "nodeos-init: app exited code=3",
+            console::POWER_OFF,
+            "reboot: Power down",
+        ];
+        assert_eq!(
+            derive(exit(0), &lines, false),
+            Outcome::AppExited(AppExit::Code(3))
+        );
+        let lines = ["nodeos-init: app exited signal=15", console::POWER_OFF];
+        assert_eq!(
+            derive(exit(0), &lines, false),
+            Outcome::AppExited(AppExit::Signal(15))
+        );
+        assert!(derive(exit(0), &["nodeos-init: app exited code=0"], false).success());
+    }
+
+    #[test]
+    fn power_off_without_app_exit_is_powered_off() {
+        let lines = [console::SHUTDOWN_REQUESTED, console::POWER_OFF];
+        assert_eq!(derive(exit(0), &lines, false), Outcome::PoweredOff);
+    }
+
+    #[test]
+    fn kernel_panic_wins_over_everything() {
+        let line = "[    1.2] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)";
+        let expected = Outcome::KernelPanic {
+            line: line.trim().into(),
+        };
+        assert_eq!(
+            derive(
+                exit(0),
+                &[line, "[    1.3] ---[ end Kernel panic - not syncing ]---"],
+                false
+            ),
+            expected
+        );
+        // init died after the app exited: still a panic.
+        assert_eq!(
+            derive(exit(0), &["nodeos-init: app exited code=0", line], true),
+            expected
+        );
+    }
+
+    #[test]
+    fn runner_kill_is_hard_stopped() {
+        assert_eq!(
+            derive(ExitStatus::from_raw(9), &[], true),
+            Outcome::HardStopped
+        );
+        assert_eq!(
+            derive(exit(0), &["nodeos-init: app exited code=0"], true),
+            Outcome::HardStopped
+        );
+    }
+
+    #[test]
+    fn qemu_error_exit_is_qemu_failed_with_stderr() {
+        let tail =
+            "qemu-system-x86_64: could not set up host forwarding rule 'tcp:127.0.0.1:8080-:3000'";
+        let outcome = Outcome::derive(exit(1), [] as [&str; 0], tail, false);
+        assert_eq!(
+            outcome,
+            Outcome::QemuFailed {
+                status: exit(1),
+                stderr_tail: tail.into()
+            }
+        );
+        assert!(
+            outcome.to_string().contains("host forwarding rule"),
+            "{outcome}"
+        );
+        assert!(!outcome.success());
+    }
+}

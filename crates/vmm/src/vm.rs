@@ -1,0 +1,579 @@
+//! A running VM: QEMU plus its QMP connection and console log.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{Process, spawn_error};
+use crate::qmp::Qmp;
+use crate::{Error, Outcome, PortForward, ResolvedAccel, VmConfig, find_qemu, resolve_accel};
+
+/// How long QEMU gets to create its QMP socket.
+const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `kill` waits for QMP `quit` before SIGKILL.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
+/// Longest Unix socket path (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A running QEMU. Dropping it kills QEMU's process group.
+#[derive(Debug)]
+pub struct Vm {
+    process: Process,
+    qmp: Option<Qmp>,
+    accel: ResolvedAccel,
+    qmp_socket: PathBuf,
+    hard_stopped: bool,
+    /// Removed after `process` is dropped (fields drop in order).
+    _state_dir: Option<tempfile::TempDir>,
+}
+
+impl Vm {
+    /// Checks that the forwarded host ports are free, picks the accelerator,
+    /// starts QEMU and connects to its QMP socket.
+    pub fn start(config: VmConfig) -> Result<Vm, Error> {
+        check_forwards(&config.forwards)?;
+        let qemu = find_qemu(config.qemu.as_deref())?;
+        for (what, path) in [
+            ("kernel", &config.kernel),
+            ("root filesystem image", &config.rootfs),
+        ] {
+            std::fs::File::open(path).map_err(Error::io(format!(
+                "cannot read the {what} `{}`",
+                path.display()
+            )))?;
+        }
+        let accel = resolve_accel(config.accel, &qemu)?;
+
+        let (state_dir, owned) = match &config.state_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(Error::io(format!(
+                    "cannot create the VM state directory `{}`",
+                    dir.display()
+                )))?;
+                (dir.clone(), None)
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("nodeos-vm")
+                    .tempdir()
+                    .map_err(Error::io("cannot create a temporary VM state directory"))?;
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let qmp_socket = state_dir.join("qmp.sock");
+        if qmp_socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::Io {
+                what: format!(
+                    "the QMP socket path `{}` is too long: use a shorter state directory",
+                    qmp_socket.display()
+                ),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            });
+        }
+        match std::fs::remove_file(&qmp_socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(format!(
+                    "cannot remove the stale socket `{}`",
+                    qmp_socket.display()
+                ))(e));
+            }
+        }
+
+        let mut command = Command::new(&qemu);
+        command.args(config.qemu_args(accel, &qmp_socket));
+        let process = Process::spawn(command, config.console).map_err(|e| spawn_error(&qemu, e))?;
+        let mut vm = Vm {
+            process,
+            qmp: None,
+            accel,
+            qmp_socket,
+            hard_stopped: false,
+            _state_dir: owned,
+        };
+        vm.qmp = Some(vm.connect_qmp()?);
+        Ok(vm)
+    }
+
+    /// Retries until QEMU has created the socket; fails fast if QEMU exits.
+    fn connect_qmp(&self) -> Result<Qmp, Error> {
+        let deadline = Instant::now() + QMP_CONNECT_TIMEOUT;
+        loop {
+            match Qmp::connect(&self.qmp_socket) {
+                Ok(qmp) => return Ok(qmp),
+                Err(Error::QmpIo(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Qmp(format!(
+                    "QEMU did not open its QMP socket `{}` within {QMP_CONNECT_TIMEOUT:?}",
+                    self.qmp_socket.display()
+                )));
+            }
+            // Sleeps, but wakes at once if QEMU exits.
+            let exited = self
+                .process
+                .wait_until(Duration::from_millis(20), |s| s.status.is_some())
+                .1;
+            if exited {
+                // Let the stderr reader drain, so the error shows what QEMU said.
+                self.process.wait_finished(Duration::from_secs(2));
+                return Err(self.exited_error("the QMP socket"));
+            }
+        }
+    }
+
+    /// The accelerator QEMU runs with.
+    pub fn accel(&self) -> ResolvedAccel {
+        self.accel
+    }
+
+    /// QEMU's process id (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Path of the QMP socket.
+    pub fn qmp_socket(&self) -> &Path {
+        &self.qmp_socket
+    }
+
+    /// Waits for a console line containing `marker` (seen at any time since
+    /// boot) and returns the line.
+    pub fn wait_for_line(&self, marker: &str, timeout: Duration) -> Result<String, Error> {
+        self.wait_for_line_matching(marker, |line| line.contains(marker), timeout)
+    }
+
+    /// Waits for a console line for which `pred` holds; `what` names it in errors.
+    pub fn wait_for_line_matching(
+        &self,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String, Error> {
+        let mut next = 0;
+        let mut found = None;
+        let (state, done) = self.process.wait_until(timeout, |state| {
+            found = state
+                .log
+                .since(next)
+                .find(|line| pred(line))
+                .map(str::to_owned);
+            next = state.log.end();
+            found.is_some() || !state.stdout_open
+        });
+        drop(state);
+        match (found, done) {
+            (Some(line), _) => Ok(line),
+            (None, false) => Err(Error::Timeout {
+                marker: what.to_owned(),
+                waited: timeout,
+            }),
+            (None, true) => {
+                // The console closed: QEMU is exiting. Give it a moment to be reaped.
+                self.process.wait_finished(Duration::from_secs(5));
+                Err(self.exited_error(&format!("the console line `{what}`")))
+            }
+        }
+    }
+
+    /// Everything the guest printed so far, one `\n` after each line.
+    pub fn console_log(&self) -> String {
+        self.process.state().log.text()
+    }
+
+    /// The last few KiB QEMU wrote to its stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.process.state().stderr.text()
+    }
+
+    /// The QMP connection, for commands this type has no method for.
+    pub fn qmp(&mut self) -> Result<&mut Qmp, Error> {
+        self.qmp
+            .as_mut()
+            .ok_or_else(|| Error::Qmp("the QMP connection was lost earlier".into()))
+    }
+
+    /// Presses the ACPI power button (QMP `system_powerdown`).
+    pub fn powerdown(&mut self) -> Result<(), Error> {
+        let result = self.qmp()?.system_powerdown();
+        if let Err(Error::QmpIo(_)) = result {
+            self.qmp = None;
+        }
+        result
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; `Some` with how the guest
+    /// ended once it has, `None` if it is still running.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Option<Outcome>, Error> {
+        let Some(status) = self.process.wait_finished(timeout) else {
+            return Ok(None);
+        };
+        let state = self.process.state();
+        Ok(Some(Outcome::derive(
+            status,
+            state.log.lines(),
+            &state.stderr.text(),
+            self.hard_stopped,
+        )))
+    }
+
+    /// Stops QEMU now: QMP `quit`, then SIGKILL to its process group if it
+    /// has not exited within a short grace. A no-op once QEMU has exited.
+    pub fn kill(&mut self) {
+        if self.process.state().status.is_some() {
+            return;
+        }
+        self.hard_stopped = true;
+        if let Some(qmp) = self.qmp.as_mut() {
+            let _ = qmp.set_reply_timeout(QUIT_GRACE);
+            // Best effort: SIGKILL follows anyway.
+            let _ = qmp.quit();
+        }
+        self.qmp = None;
+        if self.process.wait_finished(QUIT_GRACE).is_none() {
+            self.process.kill_and_reap();
+        }
+    }
+
+    /// Presses the power button, waits up to `grace` for the guest to power
+    /// off, else kills QEMU ([`Outcome::HardStopped`]).
+    pub fn shutdown(&mut self, grace: Duration) -> Result<Outcome, Error> {
+        if let Some(outcome) = self.wait(Duration::ZERO)? {
+            return Ok(outcome);
+        }
+        if self.powerdown().is_ok()
+            && let Some(outcome) = self.wait(grace)?
+        {
+            return Ok(outcome);
+        }
+        self.kill();
+        Ok(self
+            .wait(Duration::from_secs(10))?
+            .unwrap_or(Outcome::HardStopped))
+    }
+
+    fn exited_error(&self, waiting_for: &str) -> Error {
+        let state = self.process.state();
+        Error::Exited {
+            waiting_for: waiting_for.to_owned(),
+            status: state.status,
+            stderr_tail: state.stderr.text(),
+        }
+    }
+}
+
+// `Process`'s own `Drop` kills QEMU's process group and reaps it; a `Drop`
+// here documents the promise and closes QMP first.
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.qmp = None;
+        self.process.kill_group();
+    }
+}
+
+/// Each forwarded host port must be free now (QEMU would fail later with a
+/// less clear message) and forwarded once.
+fn check_forwards(forwards: &[PortForward]) -> Result<(), Error> {
+    let mut seen = HashSet::new();
+    for fwd in forwards {
+        if !seen.insert((fwd.host_addr, fwd.host_port)) {
+            return Err(Error::InvalidPortForward {
+                value: fwd.to_string(),
+                reason: format!("host port {} is forwarded twice", fwd.host_port),
+            });
+        }
+        match TcpListener::bind((fwd.host_addr, fwd.host_port)) {
+            Ok(listener) => drop(listener),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(Error::PortInUse {
+                    addr: fwd.host_addr,
+                    port: fwd.host_port,
+                });
+            }
+            Err(source) => {
+                return Err(Error::PortUnavailable {
+                    addr: fwd.host_addr,
+                    port: fwd.host_port,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Accel, ConsoleSink};
+    use nodeos_manifest::console;
+
+    #[test]
+    fn busy_host_port_is_reported_before_qemu_starts() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut config = VmConfig::new("/nonexistent/kernel", "/nonexistent/rootfs", "");
+        config.forwards = vec![PortForward::localhost(port, 3000)];
+        let err = Vm::start(config).unwrap_err();
+        assert!(
+            matches!(err, Error::PortInUse { port: p, .. } if p == port),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("127.0.0.1:{port} is already in use")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_host_ports_are_rejected() {
+        let fwd = PortForward::localhost(1, 2);
+        assert!(matches!(
+            check_forwards(&[fwd, fwd]),
+            Err(Error::InvalidPortForward { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_kernel_is_named() {
+        let mut config = VmConfig::new("/nonexistent/kernel", "/nonexistent/rootfs", "");
+        config.accel = Accel::Tcg;
+        config.qemu = Some("/bin/true".into());
+        let err = Vm::start(config).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read the kernel `/nonexistent/kernel`"),
+            "{err}"
+        );
+    }
+
+    /// A stand-in QEMU: a shell script that prints console lines, complains
+    /// on stderr and exits, to test the runner without a VM.
+    fn fake_qemu(dir: &Path, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-qemu");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn fake_config(dir: &Path, script: &str) -> VmConfig {
+        let kernel = dir.join("kernel");
+        std::fs::write(&kernel, b"").unwrap();
+        let mut config = VmConfig::new(&kernel, &kernel, "console=ttyS0");
+        config.accel = Accel::Tcg;
+        config.qemu = Some(fake_qemu(dir, script));
+        config
+    }
+
+    #[test]
+    fn qemu_exiting_at_start_reports_its_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = fake_config(
+            dir.path(),
+            "echo \"qemu-system-x86_64: could not set up host forwarding rule 'tcp:127.0.0.1:1-:2'\" >&2; exit 1",
+        );
+        let err = Vm::start(config).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Exited { .. }), "{err:?}");
+        assert!(
+            message.contains("the QMP socket") && message.contains("host forwarding rule"),
+            "{message}"
+        );
+    }
+
+    /// A fake QEMU that also serves QMP would need more than `sh`; instead
+    /// the console plumbing is tested through `Process` directly.
+    #[test]
+    fn console_lines_and_exit_are_captured() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "printf 'Linux version 6.1\\r\\nnodeos-init: starting app\\r\\n'; printf 'nodeos-init: app exited code=3\\r\\nnodeos-init: powering off\\r\\nno newline'",
+        );
+        let process = Process::spawn(Command::new(&qemu), ConsoleSink::None).unwrap();
+        let status = process.wait_finished(Duration::from_secs(10)).unwrap();
+        let state = process.state();
+        let lines: Vec<_> = state.log.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "Linux version 6.1",
+                console::STARTING_APP,
+                "nodeos-init: app exited code=3",
+                console::POWER_OFF,
+                "no newline"
+            ]
+        );
+        assert_eq!(
+            Outcome::derive(status, lines, "", false),
+            Outcome::AppExited(nodeos_manifest::console::AppExit::Code(3))
+        );
+    }
+
+    #[test]
+    fn dropping_a_process_kills_its_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild.pid");
+        let qemu = fake_qemu(
+            dir.path(),
+            &format!("sleep 600 & echo $! > {}; echo up; wait", pidfile.display()),
+        );
+        let process = Process::spawn(Command::new(&qemu), ConsoleSink::None).unwrap();
+        let (state, up) = process.wait_until(Duration::from_secs(10), |s| {
+            s.log.lines().any(|l| l == "up")
+        });
+        assert!(up);
+        drop(state);
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        drop(process);
+        // The grandchild was in QEMU's group: it got SIGKILL too (it may
+        // linger as a zombie of the reaped shell only until init reaps it).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat")).is_ok_and(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        while alive() {
+            assert!(
+                Instant::now() < deadline,
+                "grandchild {grandchild} survived"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // Real boots: TCG only, never KVM.
+
+    const KERNEL: &str = "/tmp/kout/bzImage";
+    const INIT_IMAGE: &str = "/tmp/init-test.img";
+
+    fn tcg_config(rootfs: &Path, cmdline: &str) -> VmConfig {
+        let mut config = VmConfig::new(KERNEL, rootfs, cmdline);
+        config.accel = Accel::Tcg;
+        config
+    }
+
+    #[test]
+    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage"]
+    fn kernel_without_root_panics_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.img");
+        std::fs::write(&empty, b"").unwrap();
+        let mut vm = Vm::start(tcg_config(&empty, "console=ttyS0 panic=-1")).unwrap();
+        assert_eq!(vm.accel(), ResolvedAccel::Tcg);
+        let started = Instant::now();
+        let line = vm
+            .wait_for_line("Linux version", Duration::from_secs(60))
+            .unwrap();
+        eprintln!("{:?}: {line}", started.elapsed());
+        let panic = vm
+            .wait_for_line("Kernel panic", Duration::from_secs(120))
+            .unwrap();
+        eprintln!("{:?}: {panic}", started.elapsed());
+        let outcome = vm
+            .wait(Duration::from_secs(30))
+            .unwrap()
+            .expect("QEMU exits after the panic (-no-reboot)");
+        assert!(
+            matches!(&outcome, Outcome::KernelPanic { line } if line.contains("VFS")),
+            "{outcome:?}"
+        );
+        // A marker that never comes: QEMU has exited, so this fails fast.
+        let err = vm
+            .wait_for_line(console::STARTING_APP, Duration::from_secs(60))
+            .unwrap_err();
+        assert!(matches!(err, Error::Exited { .. }), "{err:?}");
+        assert!(vm.console_log().contains("Kernel panic"));
+    }
+
+    #[test]
+    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage"]
+    fn timeout_then_shutdown_of_a_guest_that_ignores_the_power_button() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.img");
+        std::fs::write(&empty, b"").unwrap();
+        // panic=0: the kernel hangs after the panic instead of rebooting.
+        let mut config = tcg_config(&empty, "console=ttyS0 panic=0");
+        config.state_dir = Some(dir.path().join("state"));
+        let mut vm = Vm::start(config).unwrap();
+        assert!(dir.path().join("state/qmp.sock").exists());
+        let err = vm
+            .wait_for_line("no such marker", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Timeout { marker, .. } if marker == "no such marker"),
+            "{err:?}"
+        );
+        vm.wait_for_line("Kernel panic", Duration::from_secs(120))
+            .unwrap();
+        let started = Instant::now();
+        let outcome = vm.shutdown(Duration::from_secs(1)).unwrap();
+        eprintln!("shutdown took {:?}", started.elapsed());
+        // The panic line wins over the hard stop.
+        assert!(
+            matches!(outcome, Outcome::KernelPanic { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    #[ignore = "boots QEMU (TCG)"]
+    fn kill_of_a_booting_guest_is_hard_stopped_and_drop_leaves_no_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.img");
+        std::fs::write(&empty, b"").unwrap();
+        let mut vm = Vm::start(tcg_config(&empty, "console=ttyS0 panic=0")).unwrap();
+        let pid = vm.pid();
+        vm.kill();
+        assert_eq!(vm.wait(Duration::ZERO).unwrap(), Some(Outcome::HardStopped));
+        drop(vm);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+
+        let vm = Vm::start(tcg_config(&empty, "console=ttyS0 panic=0")).unwrap();
+        let pid = vm.pid();
+        drop(vm);
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "Drop reaps QEMU"
+        );
+    }
+
+    #[test]
+    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage and /tmp/init-test.img"]
+    fn power_button_powers_off_a_nodeos_guest() {
+        let config = tcg_config(
+            Path::new(INIT_IMAGE),
+            "console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1",
+        );
+        let mut vm = Vm::start(config).unwrap();
+        vm.wait_for_line(console::STARTING_APP, Duration::from_secs(120))
+            .unwrap();
+        let outcome = vm.shutdown(Duration::from_secs(30)).unwrap();
+        eprintln!("{outcome}\n{}", vm.console_log());
+        assert!(
+            matches!(outcome, Outcome::PoweredOff | Outcome::AppExited(_)),
+            "{outcome:?}"
+        );
+        assert!(vm.console_log().contains(console::POWER_OFF));
+    }
+}
