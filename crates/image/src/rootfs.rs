@@ -128,28 +128,24 @@ impl Staging {
 
     /// Places a copy of the host file `source` at `guest` with `mode`.
     ///
-    /// Large files are hard-linked when the cache and the output share a
-    /// file system, instead of copied; the packer only reads them.
+    /// Files whose mode already matches are hard-linked instead of copied
+    /// when the cache and the output share a file system; the packer only
+    /// reads them.
     pub fn file(
         &self,
         guest: impl AsRef<Path>,
         source: &Path,
         mode: u32,
     ) -> Result<(), RootfsError> {
-        let path = self.host(guest.as_ref())?;
-        let err = |source| RootfsError::Stage {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(err)?;
-        }
-        let same_mode = fs::metadata(source).map(|m| m.permissions().mode() & 0o7777 == mode);
-        if !(matches!(same_mode, Ok(true)) && fs::hard_link(source, &path).is_ok()) {
-            fs::copy(source, &path).map_err(err)?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err)?;
-        }
-        Ok(())
+        self.place(guest.as_ref(), |path| {
+            let same_mode =
+                fs::metadata(source).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
+            if same_mode && fs::hard_link(source, path).is_ok() {
+                return Ok(());
+            }
+            fs::copy(source, path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        })
     }
 
     /// Writes `contents` to `guest` with `mode`.
@@ -159,29 +155,29 @@ impl Staging {
         contents: &[u8],
         mode: u32,
     ) -> Result<(), RootfsError> {
-        let path = self.host(guest.as_ref())?;
-        let err = |source| RootfsError::Stage {
-            path: path.clone(),
-            source,
-        };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(err)?;
-        }
-        fs::write(&path, contents).map_err(err)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(err)
+        self.place(guest.as_ref(), |path| {
+            fs::write(path, contents)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        })
     }
 
     /// Creates a symbolic link at `guest` pointing to `target`.
     pub fn symlink(&self, guest: impl AsRef<Path>, target: &Path) -> Result<(), RootfsError> {
-        let path = self.host(guest.as_ref())?;
-        let err = |source| RootfsError::Stage {
-            path: path.clone(),
-            source,
+        self.place(guest.as_ref(), |path| symlink(target, path))
+    }
+
+    /// Creates the parents of `guest`, then runs `make` on its host path.
+    fn place(
+        &self,
+        guest: &Path,
+        make: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<(), RootfsError> {
+        let path = self.host(guest)?;
+        let result = match path.parent() {
+            Some(parent) => fs::create_dir_all(parent).and_then(|()| make(&path)),
+            None => make(&path),
         };
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(err)?;
-        }
-        symlink(target, &path).map_err(err)
+        result.map_err(|source| RootfsError::Stage { path, source })
     }
 
     /// Packs the tree into `image` in the given format.

@@ -62,7 +62,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     if shutdown {
                         let pressed = Instant::now();
                         let outcome = vm.shutdown(Duration::from_secs(30))?;
-                        println!("{machine}: power button -> {outcome} in {:?}", pressed.elapsed());
+                        println!(
+                            "{machine}: power button -> {outcome} in {:?}",
+                            pressed.elapsed()
+                        );
                     }
                 }
                 Err(e) => {

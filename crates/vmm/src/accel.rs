@@ -177,8 +177,9 @@ fn probe_args(accel: ResolvedAccel, elf: &Path) -> Vec<OsString> {
     args
 }
 
-/// A 110-byte multiboot (v1) ELF32 kernel that writes [`PROBE_VALUE`] to the
-/// `isa-debug-exit` port and halts. QEMU's `-kernel` loads it directly.
+/// A 110-byte multiboot (v1) ELF32 kernel that writes 0x2a to the
+/// `isa-debug-exit` port and halts, so QEMU exits with status 85. QEMU's
+/// `-kernel` loads it directly.
 pub fn probe_elf() -> Vec<u8> {
     const LOAD_ADDR: u32 = 0x10_0000;
     const EHDR: usize = 52;

