@@ -90,22 +90,29 @@ pub fn classify(err: &anyhow::Error) -> Exit {
 fn classify_build(err: &BuildError) -> Exit {
     match err {
         BuildError::Project(_) => Exit::Project,
+        // A library an addon needs is not on the host: the project cannot be packed.
+        BuildError::Elf(_) => Exit::Project,
         BuildError::Node(e) => match e {
             NodeError::InvalidRange { .. } | NodeError::NoMatchingVersion { .. } => {
                 Exit::NodeVersion
             }
-            NodeError::Unreachable { .. } | NodeError::NoRegistry { .. } => Exit::Registry,
-            NodeError::Integrity { .. } => Exit::Integrity,
-            _ => Exit::Failure,
+            NodeError::Integrity { .. } | NodeError::UnsupportedIntegrity { .. } => Exit::Integrity,
+            NodeError::Cache(_) | NodeError::Io { .. } => Exit::Failure,
+            // Everything else is about reaching or using the registry.
+            _ => Exit::Registry,
         },
         BuildError::Kernel(e) => match e {
-            KernelError::Spawn { .. } => Exit::ToolMissing,
-            KernelError::SourceMissing { .. } => Exit::ToolMissing,
-            _ => Exit::Kernel,
+            KernelError::ToolsMissing { .. } | KernelError::SourceMissing { .. } => {
+                Exit::ToolMissing
+            }
+            KernelError::NotAKernel { .. } | KernelError::BuildFailed { .. } => Exit::Kernel,
+            KernelError::Read { .. } | KernelError::Spawn { .. } | KernelError::Cache { .. } => {
+                Exit::Failure
+            }
         },
         BuildError::Rootfs(RootfsError::ToolMissing { .. }) => Exit::ToolMissing,
         BuildError::InitMissing { .. } | BuildError::InitNotStatic { .. } => Exit::ToolMissing,
-        _ => Exit::Failure,
+        BuildError::Rootfs(_) | BuildError::Cache(_) | BuildError::Output { .. } => Exit::Failure,
     }
 }
 

@@ -71,7 +71,7 @@ fn format_chain(err: &anyhow::Error) -> String {
     for cause in err.chain() {
         let message = cause.to_string();
         // `#[error(transparent)]` wrappers repeat their source's message.
-        if message == last || last.ends_with(&message) {
+        if message == last {
             continue;
         }
         if !text.is_empty() {

@@ -6,9 +6,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use nodeos_image::Reporter;
 use nodeos_image::project::Project;
+use nodeos_manifest::console;
 use nodeos_manifest::{MANIFEST_FILE, Manifest};
-use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, Vm, VmConfig};
+use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
 
 use crate::exit::{Exit, fail};
 use crate::ui::Ui;
@@ -42,34 +44,36 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     };
     let manifest = verify_image(&dir)?;
     let artifact = |key: &str| dir.join(&manifest.artifacts[key].path);
-    let mut config = VmConfig::new(
-        artifact(&manifest.kernel.artifact),
-        artifact(&manifest.rootfs.artifact),
-        manifest.kernel.cmdline.clone(),
-    );
-    config.memory_mb = args.memory;
-    config.cpus = args.cpus;
-    config.accel = args.accel;
-    config.forwards = args.publish.clone();
-    config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
-    config.console = ConsoleSink::Stdout;
+    let config = |accel: Accel| {
+        let mut config = VmConfig::new(
+            artifact(&manifest.kernel.artifact),
+            artifact(&manifest.rootfs.artifact),
+            manifest.kernel.cmdline.clone(),
+        );
+        config.memory_mb = args.memory;
+        config.cpus = args.cpus;
+        config.accel = accel;
+        config.forwards = args.publish.clone();
+        config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
+        config.console = ConsoleSink::Stdout;
+        config
+    };
 
     let (tx, signals) = mpsc::channel();
-    let mut hook = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("cannot install the Ctrl-C handler")?;
-    let handle = hook.handle();
-    std::thread::spawn(move || {
-        for signal in hook.forever() {
-            if tx.send(signal).is_err() {
-                break;
-            }
+    let hook = SignalThread::start(tx)?;
+    let boot_err = || format!("cannot boot {}", dir.display());
+    let mut vm = Vm::start(config(args.accel)).with_context(boot_err)?;
+    if args.accel == Accel::Auto && vm.accel() == ResolvedAccel::Kvm {
+        // The probe guest ran under KVM; make sure the real one does too.
+        if vm.wait_for_line(console::PREFIX, KVM_FIRST_LINE).is_err() {
+            vm.kill();
+            ui.warn(&format!(
+                "the guest printed nothing within {}s under KVM; falling back to TCG",
+                KVM_FIRST_LINE.as_secs()
+            ));
+            vm = Vm::start(config(Accel::Tcg)).with_context(boot_err)?;
         }
-    });
-
-    let mut vm = Vm::start(config).with_context(|| format!("cannot boot {}", dir.display()))?;
+    }
     ui.note(&format!(
         "booting {} v{} with {} ({} MiB, {} CPU); Ctrl-C stops it",
         manifest.name,
@@ -94,19 +98,23 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         if signals.try_recv().is_ok() {
             if stopping.is_some() {
                 vm.kill();
-                handle.close();
                 return Err(fail(
                     Exit::Interrupted,
                     "interrupted again: the VM was killed",
                 ));
             }
             ui.note("stopping the guest (press Ctrl-C again to kill it)");
-            vm.powerdown()?;
             stopping = Some(Instant::now());
+            if let Err(e) = vm.powerdown() {
+                // The guest may have powered off just now and taken QMP with it.
+                match vm.wait(Duration::from_secs(2))? {
+                    Some(outcome) => break outcome,
+                    None => return Err(e).context("cannot press the guest's power button"),
+                }
+            }
         }
         if stopping.is_some_and(|since| since.elapsed() > stop_timeout) {
             vm.kill();
-            handle.close();
             return Err(fail(
                 Exit::Vm,
                 format!(
@@ -116,8 +124,38 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             ));
         }
     };
-    handle.close();
+    drop(hook);
     exit_for(outcome, stopping.is_some())
+}
+
+/// How long a guest started under `--accel auto` with KVM gets to print its
+/// first init line before nodeos falls back to TCG.
+const KVM_FIRST_LINE: Duration = Duration::from_secs(30);
+
+/// Forwards SIGINT and SIGTERM to a channel while it lives.
+struct SignalThread(signal_hook::iterator::Handle);
+
+impl SignalThread {
+    fn start(tx: mpsc::Sender<i32>) -> anyhow::Result<Self> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .context("cannot install the Ctrl-C handler")?;
+        let handle = signals.handle();
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if tx.send(signal).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(SignalThread(handle))
+    }
+}
+
+impl Drop for SignalThread {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Maps how the guest ended to nodeos's exit status.

@@ -53,8 +53,11 @@ impl Ui {
         );
     }
 
-    /// A note that is not an error, shown even with `--quiet`.
+    /// Information for people; hidden by `--quiet`.
     pub fn note(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
         let _ = writeln!(
             std::io::stderr(),
             "{} {message}",

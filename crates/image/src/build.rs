@@ -77,6 +77,10 @@ pub enum BuildError {
 }
 
 /// Builds the image directory for `options.project_dir`.
+///
+/// Cheap checks of the user's input (package.json, the files and
+/// dependencies, a `--kernel` path) come before anything slow (downloads,
+/// the kernel build, packing).
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
     let project = Project::load(&options.project_dir)?;
     reporter.status(
@@ -88,22 +92,18 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
             options.profile.as_str()
         ),
     );
-    check_init(&options.init)?;
-    // A kernel given by path is checked before anything is downloaded.
+    // Output directories are `*.nodeos`, which app_files always leaves out.
+    let files = deps::app_files(&project, &[])?;
     let given_kernel = options.kernel.as_deref().map(kernel::inspect).transpose()?;
 
     let registry = RegistryConfig::from_npm(&project.dir)?;
     let node = node::fetch_node(project.engines_node.as_deref(), &registry, reporter)?;
+    check_init(&options.init)?;
     let kernel = match given_kernel {
         Some(kernel) => kernel,
         None => kernel::project_kernel(&cache::cache_dir()?, reporter)?,
     };
 
-    let out_dir = match &options.out_dir {
-        Some(dir) => absolute(dir),
-        None => project.dir.join("dist"),
-    };
-    let files = deps::app_files(&project, std::slice::from_ref(&out_dir))?;
     let mut binaries = vec![node.binary.clone()];
     binaries.extend(deps::native_addons(&files));
     // An addon's $ORIGIN is its place under /app; libraries it ships in the
@@ -121,48 +121,75 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
         ));
     }
 
-    let format = RootfsFormat::for_profile(options.profile);
+    let plan = Plan {
+        project: &project,
+        node: &node,
+        kernel: &kernel,
+        init: &options.init,
+        files: &files,
+        libraries: &libraries,
+        format: RootfsFormat::for_profile(options.profile),
+        profile: options.profile,
+    };
+    let out_dir = match &options.out_dir {
+        Some(dir) => absolute(dir),
+        None => project.dir.join("dist"),
+    };
     let created_out_dir = !out_dir.exists();
-    fs::create_dir_all(&out_dir).map_err(|source| BuildError::Output {
-        path: out_dir.clone(),
+    let result = write_output(&plan, &out_dir, reporter);
+    if result.is_err() && created_out_dir {
+        let _ = fs::remove_dir(&out_dir);
+    }
+    let built = result?;
+    reporter.status("Finished", &built.dir.display().to_string());
+    Ok(built)
+}
+
+/// Writes `<out_dir>/<name>.nodeos/` through a temporary directory beside
+/// it. A lock on the output directory itself serialises concurrent builds
+/// into it, so leftovers of an interrupted build can be removed safely.
+fn write_output(
+    plan: &Plan<'_>,
+    out_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Built, BuildError> {
+    let out_err = |source| BuildError::Output {
+        path: out_dir.to_owned(),
         source,
-    })?;
-    let final_dir = out_dir.join(format!("{}.nodeos", project.image_name()));
-    let result = (|| {
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.nodeos.tmp-", project.image_name()))
-            .tempdir_in(&out_dir)
-            .map_err(|source| BuildError::Output {
-                path: out_dir.clone(),
-                source,
-            })?;
-        let plan = Plan {
-            project: &project,
-            node: &node,
-            kernel: &kernel,
-            init: &options.init,
-            files: &files,
-            libraries: &libraries,
-            format,
-            profile: options.profile,
-        };
-        let manifest = write_image(&plan, tmp.path(), reporter)?;
-        replace_dir(tmp.keep(), &final_dir)?;
-        Ok(manifest)
-    })();
-    match result {
-        Ok(manifest) => {
-            reporter.status("Finished", &format!("{}", final_dir.display()));
-            Ok(Built {
-                dir: final_dir,
-                manifest,
-            })
-        }
-        Err(e) => {
-            if created_out_dir {
-                let _ = fs::remove_dir(&out_dir);
-            }
-            Err(e)
+    };
+    let name = plan.project.image_name();
+    fs::create_dir_all(out_dir).map_err(out_err)?;
+    let lock = File::open(out_dir).map_err(out_err)?;
+    lock.lock().map_err(out_err)?;
+    remove_leftovers(out_dir, &name);
+
+    let final_dir = out_dir.join(format!("{name}.nodeos"));
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .suffix(".nodeos")
+        .tempdir_in(out_dir)
+        .map_err(out_err)?;
+    let manifest = write_image(plan, tmp.path(), reporter)?;
+    replace_dir(tmp, &final_dir)?;
+    Ok(Built {
+        dir: final_dir,
+        manifest,
+    })
+}
+
+/// Removes what an interrupted build of `name` left in `out_dir`.
+fn remove_leftovers(out_dir: &Path, name: &str) {
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
+    let Ok(entries) = fs::read_dir(out_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if prefixes.iter().any(|p| file_name.starts_with(p.as_str()))
+            && file_name.ends_with(".nodeos")
+        {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -351,21 +378,34 @@ fn check_init(path: &Path) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Moves `new` to `dest`, replacing whatever was there.
-fn replace_dir(new: PathBuf, dest: &Path) -> Result<(), BuildError> {
-    let err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| BuildError::Output { path, source }
+/// Moves the finished temporary directory to `dest`, replacing whatever
+/// was there. If anything fails, the previous image is put back and the new
+/// one removed.
+fn replace_dir(new: tempfile::TempDir, dest: &Path) -> Result<(), BuildError> {
+    let err = |source| BuildError::Output {
+        path: dest.to_owned(),
+        source,
     };
-    if dest.exists() {
-        let old = new.with_extension("old");
-        fs::rename(dest, &old).map_err(err(dest))?;
-        fs::rename(&new, dest).map_err(err(dest))?;
-        let _ = fs::remove_dir_all(&old);
-    } else if let Err(e) = fs::rename(&new, dest) {
-        let _ = fs::remove_dir_all(&new);
-        return Err(err(dest)(e));
+    if !dest.exists() {
+        fs::rename(new.path(), dest).map_err(err)?;
+        let _ = new.keep();
+        return Ok(());
     }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let name = dest.file_stem().unwrap_or_default().to_string_lossy();
+    let old = tempfile::Builder::new()
+        .prefix(&format!(".{name}.old-"))
+        .suffix(".nodeos")
+        .tempdir_in(parent)
+        .map_err(err)?;
+    // rename(2) replaces an empty directory, so `old` takes dest's place.
+    fs::rename(dest, old.path()).map_err(err)?;
+    if let Err(e) = fs::rename(new.path(), dest) {
+        let _ = fs::rename(old.path(), dest);
+        let _ = old.keep();
+        return Err(err(e));
+    }
+    let _ = new.keep();
     Ok(())
 }
 

@@ -13,7 +13,6 @@
 //! A crash leaves at most a stray temporary file (`.tmp*`) behind, never a
 //! truncated entry.
 
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -46,27 +45,7 @@ impl CacheError {
 /// The cache directory: `$NODEOS_CACHE_DIR`, else `$XDG_CACHE_HOME/nodeos`,
 /// else `$HOME/.cache/nodeos`. It is not created here.
 pub fn cache_dir() -> Result<PathBuf, CacheError> {
-    cache_dir_from(|name| std::env::var_os(name))
-}
-
-/// [`cache_dir`] with the environment passed in (for tests). Empty
-/// variables count as unset, as the XDG specification asks.
-fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, CacheError> {
-    let var = |name: &str| {
-        env(name)
-            .filter(|value| !value.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(dir) = var("NODEOS_CACHE_DIR") {
-        return Ok(dir);
-    }
-    if let Some(dir) = var("XDG_CACHE_HOME") {
-        return Ok(dir.join("nodeos"));
-    }
-    if let Some(home) = var("HOME") {
-        return Ok(home.join(".cache").join("nodeos"));
-    }
-    Err(CacheError::NoCacheDir)
+    nodeos_manifest::cache_dir().ok_or(CacheError::NoCacheDir)
 }
 
 /// An exclusive, cross-process lock on one cache entry; released on drop.
@@ -180,45 +159,6 @@ fn parent_of(path: &Path) -> &Path {
 mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| {
-            vars.iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| OsString::from(value))
-        }
-    }
-
-    #[test]
-    fn cache_dir_precedence() {
-        let all = [
-            ("NODEOS_CACHE_DIR", "/n"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(cache_dir_from(env(&all)).unwrap(), Path::new("/n"));
-        assert_eq!(
-            cache_dir_from(env(&all[1..])).unwrap(),
-            Path::new("/x/nodeos")
-        );
-        assert_eq!(
-            cache_dir_from(env(&all[2..])).unwrap(),
-            Path::new("/h/.cache/nodeos")
-        );
-        let empty = [
-            ("NODEOS_CACHE_DIR", ""),
-            ("XDG_CACHE_HOME", ""),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(
-            cache_dir_from(env(&empty)).unwrap(),
-            Path::new("/h/.cache/nodeos")
-        );
-        assert!(matches!(
-            cache_dir_from(env(&[])),
-            Err(CacheError::NoCacheDir)
-        ));
-    }
 
     #[test]
     fn atomic_file_appears_only_on_commit() {

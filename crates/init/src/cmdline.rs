@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use crate::error::Error;
 
+/// The longest grace period `nodeos.grace` accepts (an hour).
+pub const MAX_GRACE_SECS: u64 = 3600;
+
 /// Settings taken from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
@@ -77,7 +80,9 @@ impl BootParams {
                 "grace" => {
                     let secs: u64 = value
                         .parse()
-                        .map_err(|_| bad("expected a whole number of seconds"))?;
+                        .ok()
+                        .filter(|secs| *secs <= MAX_GRACE_SECS)
+                        .ok_or_else(|| bad("expected a whole number of seconds, at most 3600"))?;
                     params.grace = Duration::from_secs(secs);
                 }
                 _ => params.unknown.push(word.to_string()),
@@ -151,6 +156,8 @@ mod tests {
             "nodeos.dns=1.1.1.1,x",
             "nodeos.grace=-1",
             "nodeos.grace=1.5",
+            "nodeos.grace=3601",
+            "nodeos.grace=18446744073709551615",
         ] {
             let err = BootParams::parse(&format!("{QEMU} {bad}")).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");

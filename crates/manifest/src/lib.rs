@@ -26,6 +26,28 @@ pub const NODE_PATH: &str = "/usr/bin/node";
 /// Where nodeos-init lives inside the root filesystem.
 pub const INIT_PATH: &str = "/sbin/init";
 
+/// The nodeos cache directory (Node.js downloads, kernels, the accelerator
+/// probe): `$NODEOS_CACHE_DIR`, else `$XDG_CACHE_HOME/nodeos`, else
+/// `$HOME/.cache/nodeos`; `None` if none of them is set.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`cache_dir`] with the environment passed in. Empty variables count as
+/// unset, as the XDG base directory specification asks.
+pub fn cache_dir_from(
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<std::path::PathBuf> {
+    let var = |name: &str| {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    var("NODEOS_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("nodeos")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache").join("nodeos")))
+}
+
 /// `manifest.json`: what an image directory holds and how to boot it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +240,10 @@ pub mod console {
 
     /// Parses a line printed by [`app_exited_line`]; tolerates a trailing `\r`.
     pub fn parse_app_exited(line: &str) -> Option<AppExit> {
-        let rest = line.trim_end_matches(['\r', '\n']).strip_prefix(EXITED)?;
+        // The app's last output may lack a newline, putting the marker
+        // mid-line: look for it anywhere, last occurrence wins.
+        let line = line.trim_end_matches(['\r', '\n']);
+        let rest = &line[line.rfind(EXITED)? + EXITED.len()..];
         if let Some(c) = rest.strip_prefix("code=") {
             return c.parse().ok().map(AppExit::Code);
         }
@@ -245,6 +270,12 @@ mod tests {
         );
         assert_eq!(parse_app_exited("nodeos-init: app exited code=x"), None);
         assert_eq!(parse_app_exited("hello"), None);
+    }
+
+    #[test]
+    fn app_exit_line_is_found_after_output_without_a_newline() {
+        let line = format!("last words{}", app_exited_line(AppExit::Code(1)));
+        assert_eq!(parse_app_exited(&line), Some(AppExit::Code(1)));
     }
 
     fn sample() -> Manifest {
@@ -280,6 +311,34 @@ mod tests {
             artifacts,
             builder: "nodeos 0.1.0".into(),
         }
+    }
+
+    #[test]
+    fn cache_dir_precedence() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let all: &[(&str, &str)] = &[
+            ("NODEOS_CACHE_DIR", "/n"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h"),
+        ];
+        assert_eq!(cache_dir_from(env(all)), Some("/n".into()));
+        assert_eq!(cache_dir_from(env(&all[1..])), Some("/x/nodeos".into()));
+        assert_eq!(
+            cache_dir_from(env(&all[2..])),
+            Some("/h/.cache/nodeos".into())
+        );
+        assert_eq!(
+            cache_dir_from(env(&[("NODEOS_CACHE_DIR", ""), ("HOME", "/h")])),
+            Some("/h/.cache/nodeos".into())
+        );
+        assert_eq!(cache_dir_from(env(&[])), None);
     }
 
     #[test]

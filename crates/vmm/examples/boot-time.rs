@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! cargo run --release -p nodeos-vmm --example boot-time -- \
-//!     --kernel /tmp/kout/bzImage --rootfs /tmp/init-test.img \
-//!     --cmdline 'console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1' \
+//!     --kernel dist/hello.nodeos/kernel --rootfs dist/hello.nodeos/rootfs.img \
+//!     --cmdline 'console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1 quiet' \
 //!     --marker 'nodeos-init: starting app' --machines pc,q35,microvm --runs 3
 //! ```
 //!
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nodeos_vmm::{Accel, Machine, Vm, VmConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut kernel = String::from("/tmp/kout/bzImage");
+    let mut kernel = None;
     let mut rootfs = None;
     let mut cmdline = String::from("console=ttyS0 panic=-1");
     let mut marker = String::from("Kernel panic");
@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
-            "--kernel" => kernel = value()?,
+            "--kernel" => kernel = Some(value()?),
             "--rootfs" => rootfs = Some(value()?),
             "--cmdline" => cmdline = value()?,
             "--marker" => marker = value()?,
@@ -42,6 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => return Err(format!("unknown flag {flag}").into()),
         }
     }
+    let kernel = kernel.ok_or("--kernel PATH is required (e.g. dist/hello.nodeos/kernel)")?;
     // Without a root image, an empty file stands in (the kernel then panics).
     let empty = tempfile::NamedTempFile::new()?;
     let rootfs = rootfs.unwrap_or_else(|| empty.path().display().to_string());

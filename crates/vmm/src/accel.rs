@@ -236,17 +236,7 @@ pub fn probe_elf() -> Vec<u8> {
     elf
 }
 
-/// `$NODEOS_CACHE_DIR`, else `$XDG_CACHE_HOME/nodeos`, else `~/.cache/nodeos`.
-pub fn cache_dir() -> Option<PathBuf> {
-    cache_dir_from(|name| std::env::var_os(name))
-}
-
-fn cache_dir_from(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let set = |name| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    set("NODEOS_CACHE_DIR")
-        .or_else(|| set("XDG_CACHE_HOME").map(|d| d.join("nodeos")))
-        .or_else(|| set("HOME").map(|d| d.join(".cache/nodeos")))
-}
+pub use nodeos_manifest::cache_dir;
 
 /// What the probe verdict depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,31 +320,6 @@ mod tests {
             elf.len() as u32,
             "PT_LOAD covers the whole file"
         );
-    }
-
-    #[test]
-    fn cache_dir_precedence() {
-        fn env(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {
-            let pairs = pairs.to_vec();
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| OsString::from(v))
-            }
-        }
-        let all = [
-            ("NODEOS_CACHE_DIR", "/n"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
-        assert_eq!(cache_dir_from(env(&all)), Some("/n".into()));
-        assert_eq!(cache_dir_from(env(&all[1..])), Some("/x/nodeos".into()));
-        assert_eq!(
-            cache_dir_from(env(&[("NODEOS_CACHE_DIR", ""), ("HOME", "/h")])),
-            Some("/h/.cache/nodeos".into())
-        );
-        assert_eq!(cache_dir_from(env(&[])), None);
     }
 
     #[test]

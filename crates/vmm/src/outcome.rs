@@ -6,7 +6,7 @@ use std::process::ExitStatus;
 use nodeos_manifest::console::{self, AppExit};
 
 /// The kernel's panic line starts with this (`Kernel panic - not syncing: …`).
-const KERNEL_PANIC: &str = "Kernel panic";
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 
 /// How the guest ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -464,17 +464,28 @@ mod tests {
 
     // Real boots: TCG only, never KVM.
 
-    const KERNEL: &str = "/tmp/kout/bzImage";
-    const INIT_IMAGE: &str = "/tmp/init-test.img";
+    /// A nodeos kernel: `$NODEOS_TEST_KERNEL`, else the one in the image
+    /// `scripts/test` builds first (`target/test-warmup/hello.nodeos`).
+    fn kernel() -> PathBuf {
+        if let Some(path) = std::env::var_os("NODEOS_TEST_KERNEL") {
+            return PathBuf::from(path);
+        }
+        let warmup = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../target/test-warmup/hello.nodeos/kernel");
+        assert!(
+            warmup.is_file(),
+            "no kernel to boot: run scripts/test, or set NODEOS_TEST_KERNEL to a nodeos bzImage"
+        );
+        warmup
+    }
 
     fn tcg_config(rootfs: &Path, cmdline: &str) -> VmConfig {
-        let mut config = VmConfig::new(KERNEL, rootfs, cmdline);
+        let mut config = VmConfig::new(kernel(), rootfs, cmdline);
         config.accel = Accel::Tcg;
         config
     }
 
     #[test]
-    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage"]
     fn kernel_without_root_panics_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.img");
@@ -507,7 +518,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage"]
     fn timeout_then_shutdown_of_a_guest_that_ignores_the_power_button() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.img");
@@ -537,7 +547,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "boots QEMU (TCG)"]
     fn kill_of_a_booting_guest_is_hard_stopped_and_drop_leaves_no_qemu() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.img");
@@ -556,24 +565,5 @@ mod tests {
             !Path::new(&format!("/proc/{pid}")).exists(),
             "Drop reaps QEMU"
         );
-    }
-
-    #[test]
-    #[ignore = "boots QEMU (TCG): needs /tmp/kout/bzImage and /tmp/init-test.img"]
-    fn power_button_powers_off_a_nodeos_guest() {
-        let config = tcg_config(
-            Path::new(INIT_IMAGE),
-            "console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1",
-        );
-        let mut vm = Vm::start(config).unwrap();
-        vm.wait_for_line(console::STARTING_APP, Duration::from_secs(120))
-            .unwrap();
-        let outcome = vm.shutdown(Duration::from_secs(30)).unwrap();
-        eprintln!("{outcome}\n{}", vm.console_log());
-        assert!(
-            matches!(outcome, Outcome::PoweredOff | Outcome::AppExited(_)),
-            "{outcome:?}"
-        );
-        assert!(vm.console_log().contains(console::POWER_OFF));
     }
 }

@@ -53,14 +53,17 @@ pub fn assert_exit(out: &Output, code: i32) {
     );
 }
 
-/// Builds `project` into `out` and returns the image directory.
-pub fn build_image(project: &Path, out: &Path, profile: Profile) -> PathBuf {
-    let output = run(nodeos()
-        .arg("build")
+/// Builds `project` into `out` (default: the project's `dist/`) and
+/// returns the image directory.
+pub fn build_image(project: &Path, out: Option<&Path>, profile: Profile) -> PathBuf {
+    let mut cmd = nodeos();
+    cmd.arg("build")
         .arg(project)
-        .arg("--out")
-        .arg(out)
-        .args(["--profile", profile.as_str(), "--json"]));
+        .args(["--profile", profile.as_str(), "--json"]);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    let output = run(&mut cmd);
     assert_exit(&output, 0);
     let value: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("--json prints JSON");

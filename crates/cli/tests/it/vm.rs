@@ -2,13 +2,15 @@
 //! with TCG. Each waits for console markers with a hard timeout; on failure
 //! the guest console is part of the panic message.
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use nodeos_manifest::Profile;
 use nodeos_manifest::console::{self, AppExit};
 use nodeos_vmm::{Accel, Outcome, PortForward, Vm, VmConfig};
+use rustix::process::{Pid, Signal, kill_process};
 
 use crate::support::*;
 
@@ -64,7 +66,7 @@ fn stop(vm: &mut Vm) -> Outcome {
 #[test]
 fn hello_answers_http_and_powers_off_cleanly_on_the_power_button() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = build_image(&example("hello"), tmp.path(), Profile::Dev);
+    let image = build_image(&example("hello"), Some(tmp.path()), Profile::Dev);
     let (port, fwd) = forward(3000);
     let mut vm = boot(&image, 256, vec![fwd]);
     wait_line(&vm, console::STARTING_APP, BOOT);
@@ -94,7 +96,7 @@ fn hello_answers_http_and_powers_off_cleanly_on_the_power_button() {
 #[test]
 fn node_finds_every_kernel_feature_it_needs() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = build_image(&fixture("syscalls"), tmp.path(), Profile::Dev);
+    let image = build_image(&fixture("syscalls"), Some(tmp.path()), Profile::Dev);
     let mut vm = boot(&image, 256, vec![]);
     let line = wait_line(&vm, "SYSCALL-TEST P", BOOT);
     let _ = line;
@@ -134,7 +136,7 @@ fn node_finds_every_kernel_feature_it_needs() {
 #[test]
 fn only_production_dependencies_reach_the_image() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = build_image(&fixture("deps-app"), tmp.path(), Profile::Dev);
+    let image = build_image(&fixture("deps-app"), Some(tmp.path()), Profile::Dev);
     assert!(
         image.ends_with("nodeos-test-deps-app.nodeos"),
         "{}",
@@ -159,33 +161,45 @@ fn only_production_dependencies_reach_the_image() {
     stop(&mut vm);
 }
 
+/// Also guards two regressions: an entry under `dist/` must survive the
+/// default output directory (`dist/`), and the exit marker must be found
+/// after app output that does not end with a newline.
 #[test]
 fn app_exit_status_is_reported_and_the_vm_powers_off() {
     let tmp = tempfile::tempdir().unwrap();
     let project = tmp.path().join("exits");
     write_project(
         &project,
-        r#"{"name":"exits","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js 3"}}"#,
+        r#"{"name":"exits","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node dist/main.js 3"}}"#,
         &[(
-            "main.js",
-            "console.log('exiting with', process.argv[2]);\nprocess.exit(Number(process.argv[2]));\n",
+            "dist/main.js",
+            "process.stdout.write('exiting with ' + process.argv[2]);\nprocess.exit(Number(process.argv[2]));\n",
         )],
     );
-    let image = build_image(&project, &tmp.path().join("out"), Profile::Dev);
-    let output = nodeos()
+    let image = build_image(&project, None, Profile::Dev);
+    assert_eq!(image, project.join("dist/exits.nodeos"));
+    let child = nodeos()
         .arg("run")
         .arg(&image)
         .args(["--accel", "tcg"])
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("nodeos run starts");
+    let (status, output) = wait_timeout(child, BOOT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("exiting with 3"), "console:\n{stdout}");
     assert!(
         stdout.contains(&console::app_exited_line(AppExit::Code(3))),
         "console:\n{stdout}"
     );
-    assert_exit(&output, 11);
+    assert_eq!(
+        status,
+        Some(11),
+        "console:\n{stdout}\nstderr:\n{}",
+        stderr(&output)
+    );
     assert!(
         stderr(&output).contains("exit code 3"),
         "{}",
@@ -198,9 +212,9 @@ fn app_exit_status_is_reported_and_the_vm_powers_off() {
 #[test]
 fn nodeos_run_serves_a_release_image_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
-    let image = build_image(&example("hello"), tmp.path(), Profile::Release);
+    let image = build_image(&example("hello"), Some(tmp.path()), Profile::Release);
     let port = free_port();
-    let mut child = nodeos()
+    let child = nodeos()
         .arg("run")
         .arg(&image)
         .args(["-p", &format!("{port}:3000"), "--memory", "128"])
@@ -211,10 +225,8 @@ fn nodeos_run_serves_a_release_image_and_stops_on_ctrl_c() {
         .expect("nodeos run starts");
     let answer = http_get_until_ok(port, "/", BOOT);
     // Ctrl-C: SIGINT to nodeos, which presses the guest's power button.
-    // SAFETY: kill(2) on a child process we own; no memory is involved.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let status = wait_timeout(&mut child, STOP);
-    let output = child.wait_with_output().unwrap();
+    kill_process(Pid::from_child(&child), Signal::INT).unwrap();
+    let (status, output) = wait_timeout(child, STOP);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let body = answer.unwrap_or_else(|e| {
         panic!(
@@ -232,15 +244,41 @@ fn nodeos_run_serves_a_release_image_and_stops_on_ctrl_c() {
     assert!(stdout.contains(console::POWER_OFF), "console:\n{stdout}");
 }
 
-/// Waits for a child to exit, killing it after `timeout`.
-fn wait_timeout(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
+/// Waits for a child to exit, killing it after `timeout` (status `None`);
+/// returns its status code and everything it printed.
+fn wait_timeout(mut child: Child, timeout: Duration) -> (Option<i32>, Output) {
+    // Drain the pipes while waiting so a chatty child never blocks.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let mut code = None;
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
+            code = status.code();
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = child.kill();
-    None
+    let status = child.wait().unwrap();
+    let output = Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    };
+    (code, output)
 }
