@@ -434,3 +434,63 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
         .collect();
     Ok((hex, size))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn new_image(parent: &Path, marker: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix(".hello.tmp-")
+            .suffix(".nodeos")
+            .tempdir_in(parent)
+            .unwrap();
+        fs::write(dir.path().join("marker"), marker).unwrap();
+        dir
+    }
+
+    #[test]
+    fn replace_dir_puts_the_new_image_in_place_and_leaves_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("hello.nodeos");
+        replace_dir(new_image(parent.path(), "first"), &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("marker")).unwrap(), "first");
+        replace_dir(new_image(parent.path(), "second"), &dest).unwrap();
+        assert_eq!(fs::read_to_string(dest.join("marker")).unwrap(), "second");
+        assert_eq!(names(parent.path()), ["hello.nodeos"]);
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_builds_are_removed_and_nothing_else() {
+        let parent = tempfile::tempdir().unwrap();
+        for dir in [
+            ".hello.tmp-abc.nodeos",
+            ".hello.old-def.nodeos",
+            "hello.nodeos",
+            ".other.tmp-abc.nodeos",
+            ".hello.tmp-keep",
+        ] {
+            fs::create_dir(parent.path().join(dir)).unwrap();
+        }
+        remove_leftovers(parent.path(), "hello");
+        assert_eq!(
+            names(parent.path()),
+            [".hello.tmp-keep", ".other.tmp-abc.nodeos", "hello.nodeos"]
+        );
+    }
+
+    #[test]
+    fn kernel_cmdline_names_the_root_filesystem_type() {
+        assert!(kernel_cmdline(RootfsFormat::SquashfsXz).contains("rootfstype=squashfs"));
+        assert!(kernel_cmdline(RootfsFormat::ErofsLz4hc).contains("rootfstype=erofs"));
+    }
+}
