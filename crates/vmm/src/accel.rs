@@ -361,7 +361,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "runs QEMU (TCG only)"]
     fn probe_guest_exits_as_designed_under_tcg() {
         let qemu = crate::find_qemu(None).unwrap();
         let started = std::time::Instant::now();
@@ -373,16 +372,13 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "runs the KVM probe guest (and nothing else) under KVM"]
-    fn kvm_verdict_is_reached_quickly_and_cached() {
+    fn kvm_verdict_is_cached() {
         let qemu = crate::find_qemu(None).unwrap();
         // Not via NODEOS_CACHE_DIR: tests run in parallel and share the environment.
         let cache = tempfile::tempdir().unwrap();
-        let started = std::time::Instant::now();
         let fresh = kvm_status_cached_in(&qemu, Some(cache.path()));
-        eprintln!("fresh: {fresh:?} after {:?}", started.elapsed());
+        eprintln!("fresh: {fresh:?}");
         assert!(!fresh.cached);
-        assert!(started.elapsed() < PROBE_TIMEOUT + Duration::from_secs(2));
         let again = kvm_status_cached_in(&qemu, Some(cache.path()));
         eprintln!("again: {again:?}");
         if std::path::Path::new("/dev/kvm").exists() {
