@@ -2,12 +2,13 @@
 //!
 //! | parameter | default | meaning |
 //! |---|---|---|
-//! | `nodeos.ip=ADDR/PREFIX` | `10.0.2.15/24` | IPv4 address of the first NIC |
-//! | `nodeos.gw=ADDR` | `10.0.2.2` | default gateway (IPv4) |
-//! | `nodeos.dns=ADDR[,ADDR…]` | `10.0.2.3` | name servers written to `/run/resolv.conf` |
+//! | `nodeos.ip=ADDR/PREFIX` | none: DHCP | static IPv4 address of the first NIC (no DHCP) |
+//! | `nodeos.gw=ADDR` | `10.0.2.2` | default gateway with `nodeos.ip` |
+//! | `nodeos.dns=ADDR[,ADDR…]` | `10.0.2.3` | name servers for `/run/resolv.conf` with `nodeos.ip` |
+//! | `nodeos.dhcp_timeout=SECONDS` | `10` | how long to wait for a DHCP lease at boot (1–300) |
 //! | `nodeos.grace=SECONDS` | `10` | how long the app has between SIGTERM and SIGKILL |
 //!
-//! The defaults are what QEMU's user-mode networking hands out. A malformed
+//! The static defaults are what QEMU's user-mode networking hands out. A malformed
 //! value is an error (init powers off with a message); an unknown `nodeos.*`
 //! key is a warning, so newer hosts can boot older images.
 
@@ -18,15 +19,20 @@ use crate::error::Error;
 
 /// The longest grace period `nodeos.grace` accepts (an hour).
 pub const MAX_GRACE_SECS: u64 = 3600;
+/// The longest boot-time DHCP wait `nodeos.dhcp_timeout` accepts (5 minutes).
+pub const MAX_DHCP_TIMEOUT_SECS: u64 = 300;
 
 /// Settings taken from the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParams {
-    pub ip: Ipv4Addr,
+    /// `nodeos.ip`: a static address; `None` means DHCP.
+    pub ip: Option<Ipv4Addr>,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub dns: Vec<IpAddr>,
     pub grace: Duration,
+    /// How long the boot waits for a DHCP lease before starting the app without one.
+    pub dhcp_timeout: Duration,
     /// `nodeos.*` keys this init does not know, to warn about.
     pub unknown: Vec<String>,
 }
@@ -34,11 +40,12 @@ pub struct BootParams {
 impl Default for BootParams {
     fn default() -> Self {
         BootParams {
-            ip: Ipv4Addr::new(10, 0, 2, 15),
+            ip: None,
             prefix: 24,
             gateway: Ipv4Addr::new(10, 0, 2, 2),
             dns: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))],
             grace: Duration::from_secs(10),
+            dhcp_timeout: Duration::from_secs(10),
             unknown: Vec::new(),
         }
     }
@@ -62,7 +69,7 @@ impl BootParams {
                     let (addr, prefix) = value
                         .split_once('/')
                         .ok_or_else(|| bad("expected ADDR/PREFIX, e.g. 10.0.2.15/24"))?;
-                    params.ip = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+                    params.ip = Some(addr.parse().map_err(|_| bad("not an IPv4 address"))?);
                     params.prefix = prefix
                         .parse()
                         .ok()
@@ -84,6 +91,14 @@ impl BootParams {
                         .filter(|secs| *secs <= MAX_GRACE_SECS)
                         .ok_or_else(|| bad("expected a whole number of seconds, at most 3600"))?;
                     params.grace = Duration::from_secs(secs);
+                }
+                "dhcp_timeout" => {
+                    let secs: u64 = value
+                        .parse()
+                        .ok()
+                        .filter(|secs| (1..=MAX_DHCP_TIMEOUT_SECS).contains(secs))
+                        .ok_or_else(|| bad("expected a whole number of seconds from 1 to 300"))?;
+                    params.dhcp_timeout = Duration::from_secs(secs);
                 }
                 _ => params.unknown.push(word.to_string()),
             }
@@ -112,10 +127,11 @@ mod tests {
     const QEMU: &str = "console=ttyS0 root=/dev/vda ro rootfstype=erofs panic=-1 loglevel=4\n";
 
     #[test]
-    fn no_nodeos_params_gives_qemu_user_networking_defaults() {
+    fn no_nodeos_params_gives_dhcp_and_qemu_user_networking_defaults() {
         let p = BootParams::parse(QEMU).unwrap();
         assert_eq!(p, BootParams::default());
-        assert_eq!(p.ip.to_string(), "10.0.2.15");
+        assert_eq!(p.ip, None);
+        assert_eq!(p.dhcp_timeout, Duration::from_secs(10));
         assert_eq!(p.netmask().to_string(), "255.255.255.0");
         assert_eq!(p.gateway.to_string(), "10.0.2.2");
         assert_eq!(p.dns, vec!["10.0.2.3".parse::<IpAddr>().unwrap()]);
@@ -125,10 +141,11 @@ mod tests {
     #[test]
     fn all_params_are_read() {
         let p = BootParams::parse(&format!(
-            "{QEMU} nodeos.ip=192.168.7.9/16 nodeos.gw=192.168.0.1 nodeos.dns=1.1.1.1,2606:4700::1111 nodeos.grace=3 nodeos.future=1"
+            "{QEMU} nodeos.ip=192.168.7.9/16 nodeos.gw=192.168.0.1 nodeos.dns=1.1.1.1,2606:4700::1111 nodeos.grace=3 nodeos.dhcp_timeout=30 nodeos.future=1"
         ))
         .unwrap();
-        assert_eq!(p.ip, Ipv4Addr::new(192, 168, 7, 9));
+        assert_eq!(p.ip, Some(Ipv4Addr::new(192, 168, 7, 9)));
+        assert_eq!(p.dhcp_timeout, Duration::from_secs(30));
         assert_eq!(p.prefix, 16);
         assert_eq!(p.netmask(), Ipv4Addr::new(255, 255, 0, 0));
         assert_eq!(p.gateway, Ipv4Addr::new(192, 168, 0, 1));
@@ -158,6 +175,9 @@ mod tests {
             "nodeos.grace=1.5",
             "nodeos.grace=3601",
             "nodeos.grace=18446744073709551615",
+            "nodeos.dhcp_timeout=0",
+            "nodeos.dhcp_timeout=301",
+            "nodeos.dhcp_timeout=x",
         ] {
             let err = BootParams::parse(&format!("{QEMU} {bad}")).unwrap_err();
             assert!(err.to_string().contains(bad), "{bad}: {err}");

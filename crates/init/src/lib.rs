@@ -20,10 +20,14 @@
 //!   exec allowed); `/run` tmpfs (0755, noexec); `/dev` devtmpfs; `/dev/shm`
 //!   tmpfs (1777); `/proc`, `/sys`. Tmpfs contents are lost at power-off.
 //! * **Network** is up before node starts: `lo` 127.0.0.1/8 (and ::1), the
-//!   first Ethernet interface (sorted by name, usually `eth0`) with
-//!   `nodeos.ip` (default 10.0.2.15/24) and a default route via `nodeos.gw`
-//!   (10.0.2.2); IPv6 autoconfigures if the network offers it.
-//!   `/etc/resolv.conf` → `/run/resolv.conf` lists `nodeos.dns` (10.0.2.3).
+//!   first Ethernet interface (sorted by name, usually `eth0`) configured by
+//!   DHCPv4 (address, netmask, default route, DNS servers in
+//!   `/etc/resolv.conf` → `/run/resolv.conf`; the lease is renewed in the
+//!   background), waiting at most `nodeos.dhcp_timeout` (10 s). No answer:
+//!   one `error:` line and the app starts without an IPv4 address while DHCP
+//!   keeps trying. With `nodeos.ip=ADDR/PREFIX` the address is static instead,
+//!   with `nodeos.gw` (10.0.2.2) and `nodeos.dns` (10.0.2.3). IPv6
+//!   autoconfigures if the network offers it.
 //!   The hostname is the app name made a valid hostname (`@acme/My_API` →
 //!   `acme-my-api`). No NIC: a warning, the app starts anyway.
 //! * **Stopping**: SIGTERM or SIGINT to PID 1, Ctrl-Alt-Del, or the ACPI power
@@ -46,6 +50,7 @@
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod dhcp;
 pub mod error;
 pub mod input;
 pub mod log;
@@ -70,8 +75,8 @@ pub use shutdown::shutdown;
 /// 3. **signals** ([`supervise::listen`]): Ctrl-Alt-Del → SIGINT; SIGTERM,
 ///    SIGINT, SIGCHLD and the power button feed one channel.
 /// 4. **config** ([`load_config`]): `/proc/cmdline` and `/etc/nodeos/app.json`.
-/// 5. **network** ([`net::setup`]): lo, first NIC, default route,
-///    resolv.conf, hostname.
+/// 5. **network** ([`net::setup`]): lo, hostname, first NIC by DHCP (or
+///    static), default route, resolv.conf; a thread keeps the lease.
 /// 6. **start** ([`start::spawn`]): node with the app.
 /// 7. **supervise** ([`supervise::supervise`]): reap, wait for the app, stop
 ///    it on request with a grace period.

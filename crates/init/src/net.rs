@@ -1,54 +1,361 @@
-//! Phase 4, network: loopback, the first Ethernet interface with a static
-//! IPv4 address and default route, `/run/resolv.conf`, the hostname.
+//! Phase 4, network: loopback, the first Ethernet interface (DHCPv4 by
+//! default, static with `nodeos.ip`), `/run/resolv.conf`, the hostname.
+//!
+//! DHCP: the NIC is brought up, [`crate::dhcp::Acquire`] runs over a UDP
+//! socket bound to port 68 on that NIC for at most `nodeos.dhcp_timeout`,
+//! and the lease is applied. Then a background thread keeps it: renewal at
+//! T1, rebinding at T2, a fresh DISCOVER after a NAK or an expired lease,
+//! and, when boot got no answer, more attempts every minute.
 
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use dhcproto::v4::Message;
+use dhcproto::{Decodable, Decoder, Encodable};
 
 use crate::cmdline::BootParams;
+use crate::dhcp::{self, Acquire, ClientId, Lease, RenewAnswer, Step};
 use crate::error::Error;
 use crate::sys::NetSocket;
 use crate::{config, say};
 
 /// Where the resolver config goes (`/etc/resolv.conf` is a symlink to it).
 pub const RESOLV_CONF: &str = "/run/resolv.conf";
+/// How long one background acquisition round lasts, and the pause after a
+/// round with no answer.
+const BACKGROUND_ROUND: Duration = Duration::from_secs(60);
 
-/// Brings the network up. No NIC is a warning, not an error.
+/// Brings the network up. No NIC, or no DHCP answer in time, is a console
+/// line, not an error: the app starts anyway.
 pub fn setup(params: &BootParams, app_name: &str) -> Result<(), Error> {
     let sock = NetSocket::new().map_err(|source| Error::Net {
         iface: "-".into(),
         action: "open a socket",
         source,
     })?;
-    configure(&sock, "lo", std::net::Ipv4Addr::LOCALHOST, 8, None)?;
-    match first_nic(Path::new("/sys/class/net")) {
-        Some(nic) => {
-            configure(&sock, &nic, params.ip, params.prefix, Some(params.gateway))?;
-            say!(
-                "network: {nic} {}/{} via {}",
-                params.ip,
-                params.prefix,
-                params.gateway
-            );
-        }
-        None => say!("warning: no network interface found; the app runs without a network"),
-    }
-    let text = config::resolv_conf(&params.dns);
-    std::fs::write(RESOLV_CONF, text).map_err(|source| Error::Write {
-        path: RESOLV_CONF.into(),
-        source,
-    })?;
+    configure(&sock, "lo", Ipv4Addr::LOCALHOST, 8, None)?;
     let host = config::hostname(app_name);
     if let Err(e) = rustix::system::sethostname(host.as_bytes()) {
         say!("warning: cannot set hostname {host:?}: {e}");
     }
+    let nic = first_nic(Path::new("/sys/class/net"));
+    match (nic, params.ip) {
+        (None, _) => {
+            say!("warning: no network interface found; the app runs without a network");
+            write_resolv_conf(&config::resolv_conf(&params.dns))
+        }
+        (Some(nic), Some(ip)) => {
+            configure(&sock, &nic, ip, params.prefix, Some(params.gateway))?;
+            say!(
+                "network: {nic} {ip}/{} via {} (static)",
+                params.prefix,
+                params.gateway
+            );
+            write_resolv_conf(&config::resolv_conf(&params.dns))
+        }
+        (Some(nic), None) => start_dhcp(sock, nic, host, params.dhcp_timeout),
+    }
+}
+
+fn write_resolv_conf(text: &str) -> Result<(), Error> {
+    std::fs::write(RESOLV_CONF, text).map_err(|source| Error::Write {
+        path: RESOLV_CONF.into(),
+        source,
+    })
+}
+
+/// The DHCP client of one NIC: its socket, identity and the ioctl socket
+/// to apply leases with.
+struct Dhcp {
+    nic: String,
+    id: ClientId,
+    udp: UdpSocket,
+    sock: NetSocket,
+}
+
+fn start_dhcp(
+    sock: NetSocket,
+    nic: String,
+    hostname: String,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let fail = |action| {
+        let iface = nic.clone();
+        move |source| Error::Net {
+            iface,
+            action,
+            source,
+        }
+    };
+    sock.set_up(&nic).map_err(fail("bring the link up"))?;
+    let mac = read_mac(&Path::new("/sys/class/net").join(&nic).join("address"))
+        .map_err(fail("read the MAC address"))?;
+    let udp = dhcp_socket(&nic).map_err(fail("open the DHCP socket (UDP port 68)"))?;
+    let client = Dhcp {
+        id: ClientId { mac, hostname },
+        nic,
+        udp,
+        sock,
+    };
+    let lease = client.acquire(Instant::now() + timeout);
+    let bound = match lease {
+        Some(lease) => {
+            client.apply(&lease, None)?;
+            say!("{}", client.summary(&lease));
+            Some((lease, Instant::now()))
+        }
+        None => {
+            say!(
+                "error: no DHCP answer on {} within {}s; the app starts without an IPv4 address \
+                 (DHCP keeps trying in the background; boot with nodeos.ip=ADDR/PREFIX for a static address)",
+                client.nic,
+                timeout.as_secs()
+            );
+            write_resolv_conf("")?;
+            None
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || client.maintain(bound));
+    if let Err(e) = spawned {
+        say!("warning: cannot start the DHCP renewal thread: {e}; the lease will not be renewed");
+    }
     Ok(())
+}
+
+/// A UDP socket on 0.0.0.0:68 bound to `nic` that may broadcast; it works
+/// before the interface has an address.
+fn dhcp_socket(nic: &str) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.bind_device(Some(nic.as_bytes()))?;
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68).into())?;
+    Ok(s.into())
+}
+
+/// Parses `/sys/class/net/<nic>/address` (`52:54:00:12:34:56`).
+fn read_mac(path: &Path) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(path)?;
+    parse_mac(text.trim()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad MAC address {text:?}"),
+        )
+    })
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+fn new_xid(mac: &[u8; 6]) -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    dhcp::make_xid(mac, nanos)
+}
+
+const SERVER_PORT: u16 = 67;
+
+impl Dhcp {
+    fn send(&self, msg: &Message, to: Ipv4Addr) {
+        let sent = msg
+            .to_vec()
+            .map_err(io::Error::other)
+            .and_then(|bytes| self.udp.send_to(&bytes, SocketAddrV4::new(to, SERVER_PORT)));
+        if let Err(e) = sent {
+            say!("warning: cannot send a DHCP message on {}: {e}", self.nic);
+        }
+    }
+
+    /// Waits until `until` for a message; `None` when the time is up. Never
+    /// spins: a receive error other than the timeout sleeps out the wait.
+    fn recv(&self, until: Instant) -> Option<Message> {
+        let mut buf = [0u8; 1500];
+        loop {
+            let left = until
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())?;
+            if self.udp.set_read_timeout(Some(left)).is_err() {
+                std::thread::sleep(left);
+                return None;
+            }
+            match self.udp.recv(&mut buf) {
+                Ok(n) => {
+                    if let Ok(msg) = Message::decode(&mut Decoder::new(&buf[..n])) {
+                        return Some(msg);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    std::thread::sleep(left);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// DISCOVER → OFFER → REQUEST → ACK, retransmitting, until `deadline`.
+    fn acquire(&self, deadline: Instant) -> Option<Lease> {
+        let mut state = Acquire::new(self.id.clone(), new_xid(&self.id.mac));
+        'send: loop {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            let (msg, wait) = state.packet();
+            self.send(&msg, Ipv4Addr::BROADCAST);
+            let until = (Instant::now() + wait).min(deadline);
+            while let Some(reply) = self.recv(until) {
+                match state.receive(&reply) {
+                    Step::Ignore => {}
+                    Step::Send => continue 'send,
+                    Step::Bound(lease) => return Some(lease),
+                }
+            }
+            state.timeout();
+        }
+    }
+
+    /// Configures `lease` (address, mask, route, resolv.conf); with the
+    /// previous lease, only what changed.
+    fn apply(&self, lease: &Lease, old: Option<&Lease>) -> Result<(), Error> {
+        let same_addr = old.is_some_and(|o| {
+            o.addr == lease.addr && o.prefix == lease.prefix && o.router == lease.router
+        });
+        if !same_addr {
+            configure(
+                &self.sock,
+                &self.nic,
+                lease.addr,
+                lease.prefix,
+                lease.router,
+            )?;
+        }
+        if old.is_none_or(|o| o.dns != lease.dns) {
+            write_resolv_conf(&dhcp::resolv_conf(lease))?;
+        }
+        Ok(())
+    }
+
+    /// `network: eth0 10.0.2.15/24 via 10.0.2.2 (dhcp, lease 86400s)`.
+    fn summary(&self, lease: &Lease) -> String {
+        let via = lease
+            .router
+            .map(|r| format!(" via {r}"))
+            .unwrap_or_default();
+        let time = if lease.lease.as_secs() == u64::from(u32::MAX) {
+            "infinite".to_string()
+        } else {
+            format!("{}s", lease.lease.as_secs())
+        };
+        format!(
+            "network: {} {}/{}{via} (dhcp, lease {time})",
+            self.nic, lease.addr, lease.prefix
+        )
+    }
+
+    /// The renewal thread: never returns, never spins.
+    fn maintain(self, mut bound: Option<(Lease, Instant)>) {
+        loop {
+            let Some((lease, since)) = bound.take() else {
+                match self.acquire(Instant::now() + BACKGROUND_ROUND) {
+                    Some(lease) => {
+                        self.apply_logged(&lease, None);
+                        say!("{}", self.summary(&lease));
+                        bound = Some((lease, Instant::now()));
+                    }
+                    None => std::thread::sleep(BACKGROUND_ROUND),
+                }
+                continue;
+            };
+            sleep_until(since.checked_add(lease.t1));
+            match self.renew(&lease, since) {
+                Some(new) => {
+                    self.apply_logged(&new, Some(&lease));
+                    say!("{} renewed", self.summary(&new));
+                    bound = Some((new, Instant::now()));
+                }
+                None => say!(
+                    "warning: DHCP lease of {} on {} not renewed; asking for a new one",
+                    lease.addr,
+                    self.nic
+                ),
+            }
+        }
+    }
+
+    fn apply_logged(&self, lease: &Lease, old: Option<&Lease>) {
+        if let Err(e) = self.apply(lease, old) {
+            say!("error: {}", crate::error_chain(&e));
+        }
+    }
+
+    /// RENEWING (unicast to the server) until T2, then REBINDING (broadcast)
+    /// until the lease ends. `None` on NAK or expiry.
+    fn renew(&self, lease: &Lease, since: Instant) -> Option<Lease> {
+        let phases = [(lease.t2, lease.server), (lease.lease, Ipv4Addr::BROADCAST)];
+        for (end, to) in phases {
+            let Some(deadline) = since.checked_add(end) else {
+                continue;
+            };
+            while let Some(left) = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+            {
+                let xid = new_xid(&self.id.mac);
+                self.send(&dhcp::renew_request(&self.id, xid, lease), to);
+                let until = Instant::now() + dhcp::renew_wait(left);
+                while let Some(reply) = self.recv(until) {
+                    match dhcp::renew_answer(&reply, &self.id, xid) {
+                        Some(RenewAnswer::Ack(new)) => return Some(new),
+                        Some(RenewAnswer::Nak) => return None,
+                        None => {}
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sleeps until `t`; `None` (too far to represent) sleeps for ever.
+fn sleep_until(t: Option<Instant>) {
+    loop {
+        let left = match t {
+            Some(t) => match t.checked_duration_since(Instant::now()) {
+                Some(d) if !d.is_zero() => d,
+                _ => return,
+            },
+            None => Duration::from_secs(u64::from(u32::MAX)),
+        };
+        std::thread::sleep(left);
+    }
 }
 
 fn configure(
     sock: &NetSocket,
     iface: &str,
-    addr: std::net::Ipv4Addr,
+    addr: Ipv4Addr,
     prefix: u8,
-    gateway: Option<std::net::Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
 ) -> Result<(), Error> {
     let fail = |action| {
         move |source| Error::Net {
@@ -57,11 +364,7 @@ fn configure(
             source,
         }
     };
-    let mask = BootParams {
-        prefix,
-        ..BootParams::default()
-    }
-    .netmask();
+    let mask = crate::cmdline::netmask(prefix);
     sock.set_addr(iface, addr)
         .map_err(fail("set the IPv4 address"))?;
     sock.set_netmask(iface, mask)
@@ -107,6 +410,21 @@ mod tests {
         iface(dir.path(), "eth1", "1");
         iface(dir.path(), "eth0", "1");
         assert_eq!(first_nic(dir.path()).as_deref(), Some("eth0"));
+    }
+
+    #[test]
+    fn mac_addresses_from_sysfs() {
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56"),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_mac("52:54:00:12:34"), None);
+        assert_eq!(parse_mac("52:54:00:12:34:56:78"), None);
+        assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("address");
+        std::fs::write(&path, "52:54:00:12:34:56\n").unwrap();
+        assert_eq!(read_mac(&path).unwrap()[5], 0x56);
     }
 
     #[test]

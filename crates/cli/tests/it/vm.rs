@@ -161,6 +161,41 @@ fn only_production_dependencies_reach_the_image() {
     stop(&mut vm);
 }
 
+/// The guest contract's network line: with no `nodeos.ip`, init gets eth0's
+/// address, router and DNS server from QEMU's built-in DHCP server.
+#[test]
+fn network_comes_from_dhcp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("dhcp");
+    write_project(
+        &project,
+        r#"{"name":"dhcp","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"}}"#,
+        &[(
+            "main.js",
+            "const os = require('os');\nconst fs = require('fs');\n\
+             const v4 = (os.networkInterfaces().eth0 || []).find((a) => a.family === 'IPv4');\n\
+             console.log('ETH0 ' + (v4 ? v4.cidr : 'none'));\n\
+             for (const line of fs.readFileSync('/etc/resolv.conf', 'utf8').split('\\n')) if (line) console.log('RESOLV ' + line);\n",
+        )],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let mut vm = boot(&image, 256, vec![]);
+    let net = wait_line(&vm, "nodeos-init: network: eth0", BOOT);
+    assert!(
+        net.contains("eth0 10.0.2.15/24 via 10.0.2.2 (dhcp, lease "),
+        "{net}"
+    );
+    wait_line(&vm, &console::app_exited_line(AppExit::Code(0)), BOOT);
+    let log = vm.console_log();
+    assert!(log.contains("ETH0 10.0.2.15/24"), "console:\n{log}");
+    assert!(log.contains("RESOLV nameserver 10.0.2.3"), "console:\n{log}");
+    match vm.wait(STOP) {
+        Ok(Some(_)) => {}
+        Ok(None) => fail_with_console(&vm, "the VM did not power off after the app exited"),
+        Err(e) => fail_with_console(&vm, &format!("waiting for power-off: {e}")),
+    }
+}
+
 /// Also guards two regressions: an entry under `dist/` must survive the
 /// default output directory (`dist/`), and the exit marker must be found
 /// after app output that does not end with a newline.
