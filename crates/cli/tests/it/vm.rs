@@ -188,7 +188,10 @@ fn network_comes_from_dhcp() {
     wait_line(&vm, &console::app_exited_line(AppExit::Code(0)), BOOT);
     let log = vm.console_log();
     assert!(log.contains("ETH0 10.0.2.15/24"), "console:\n{log}");
-    assert!(log.contains("RESOLV nameserver 10.0.2.3"), "console:\n{log}");
+    assert!(
+        log.contains("RESOLV nameserver 10.0.2.3"),
+        "console:\n{log}"
+    );
     match vm.wait(STOP) {
         Ok(Some(_)) => {}
         Ok(None) => fail_with_console(&vm, "the VM did not power off after the app exited"),
