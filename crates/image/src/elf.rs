@@ -545,6 +545,12 @@ pub fn loader_search_path(interpreter: &Path) -> Result<Vec<PathBuf>, ElfError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn guest_paths(libs: &[Library]) -> Vec<String> {
+        libs.iter()
+            .map(|l| l.guest_path.display().to_string())
+            .collect()
+    }
     use std::fs;
     use std::process::Stdio;
 
@@ -756,10 +762,7 @@ mod tests {
             ..LibrarySearch::default()
         };
         let libs = resolve_libraries(std::slice::from_ref(&prog), &search).expect("resolves");
-        let guests: Vec<_> = libs
-            .iter()
-            .map(|l| l.guest_path.display().to_string())
-            .collect();
+        let guests = guest_paths(&libs);
         assert_eq!(
             guests,
             [
@@ -835,10 +838,7 @@ mod tests {
             ..LibrarySearch::default()
         };
         let libs = resolve_libraries(&[root.join("opt/app/bin/prog")], &search).expect("resolves");
-        let guests: Vec<_> = libs
-            .iter()
-            .map(|l| l.guest_path.display().to_string())
-            .collect();
+        let guests = guest_paths(&libs);
         assert_eq!(
             guests,
             [
@@ -846,24 +846,5 @@ mod tests {
                 "/lib/x86_64-linux-gnu/libc.so.6"
             ]
         );
-    }
-
-    /// Not a test of this crate's logic: prints what the real Node.js binary
-    /// needs, when it is at /tmp/node.stripped (`cargo test -- --ignored
-    /// --nocapture node_binary`).
-    #[test]
-    #[ignore]
-    fn node_binary_libraries() {
-        let node = PathBuf::from("/tmp/node.stripped");
-        let libs = resolve_libraries(&[node], &LibrarySearch::default()).expect("node's libraries");
-        for lib in &libs {
-            eprintln!(
-                "{} -> {} {}",
-                lib.guest_path.display(),
-                lib.host_path.display(),
-                lib.outside_loader_path
-            );
-        }
-        assert!(libs.iter().any(|l| l.name == "libstdc++.so.6"));
     }
 }

@@ -1023,17 +1023,16 @@ mod tests {
         assert!(matches!(err, NodeError::Unreachable { .. }), "{err}");
     }
 
+    /// Fetches "22" from `registry` into `cache`, expecting a failure.
+    fn fetch_22_err(cache: &Path, registry: &Registry) -> NodeError {
+        fetch_node_in(cache, Some("22"), &registry.config(), &Recorder::default()).unwrap_err()
+    }
+
     #[test]
     fn integrity_mismatch_caches_nothing() {
         let cache = tempfile::tempdir().unwrap();
         let registry = Registry::start(tarball(FAKE_NODE), sri(&Sha512::digest(b"other")));
-        let err = fetch_node_in(
-            cache.path(),
-            Some("22"),
-            &registry.config(),
-            &Recorder::default(),
-        )
-        .unwrap_err();
+        let err = fetch_22_err(cache.path(), &registry);
         assert!(matches!(&err, NodeError::Integrity { .. }), "{err}");
         let left: Vec<_> = files_under(cache.path())
             .into_iter()
@@ -1057,13 +1056,7 @@ mod tests {
         let tgz = builder.into_inner().unwrap().finish().unwrap();
         let integrity = sri(&Sha512::digest(&tgz));
         let registry = Registry::start(tgz, integrity);
-        let err = fetch_node_in(
-            cache.path(),
-            Some("22"),
-            &registry.config(),
-            &Recorder::default(),
-        )
-        .unwrap_err();
+        let err = fetch_22_err(cache.path(), &registry);
         assert!(matches!(&err, NodeError::BadTarball { .. }), "{err}");
         assert!(
             !cache
