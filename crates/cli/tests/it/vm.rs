@@ -299,19 +299,16 @@ fn wait_timeout(mut child: Child, timeout: Duration) -> (Option<i32>, Output) {
         buf
     });
     let deadline = Instant::now() + timeout;
-    let mut code = None;
-    loop {
+    let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
-            code = status.code();
-            break;
+            break status.code();
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let _ = child.wait();
-            break;
+            break None;
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     let status = child.wait().unwrap();
     let output = Output {
         status,
