@@ -357,6 +357,7 @@ pub fn app_config(project: &Project) -> AppConfig {
         workdir: APP_DIR.to_owned(),
         args,
         env,
+        settings: Default::default(),
     }
 }
 

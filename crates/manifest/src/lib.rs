@@ -4,8 +4,11 @@
 //!   artefacts of an image directory and read by `nodeos run`.
 //! * [`AppConfig`] is baked into the root filesystem at [`APP_CONFIG_PATH`]
 //!   and read by nodeos-init to start the app.
-//! * [`console`] holds the marker lines nodeos-init prints on the serial
-//!   console, which the VM runner and the tests wait for.
+//! * [`settings`] holds how init runs the app ([`Settings`], from
+//!   package.json's `"nodeos"` key) and what `nodeos run` can change at
+//!   boot ([`RunConfig`], on a config disk).
+//! * [`console`] holds the log record format of the serial console and the
+//!   marker lines the VM runner and the tests wait for.
 //!
 //! Everything here is plain data with serde; no I/O beyond (de)serialising.
 
@@ -188,95 +191,21 @@ pub struct AppConfig {
     pub workdir: String,
     /// Arguments passed to node: the entry file first, then the script's own arguments.
     pub args: Vec<String>,
-    /// Environment of the app, on top of `PATH` and `HOME` set by init.
+    /// Environment of the app, on top of `PATH`, `HOME` and `PORT` set by init.
     pub env: BTreeMap<String, String>,
+    /// How init runs the app (package.json's `"nodeos"` key).
+    #[serde(default)]
+    pub settings: Settings,
 }
 
-/// Marker lines nodeos-init prints on the console (`/dev/console`, the first
-/// serial port). Each is one whole line starting with [`console::PREFIX`].
-pub mod console {
-    /// Every line nodeos-init writes starts with this.
-    pub const PREFIX: &str = "nodeos-init: ";
-    /// Printed once the network is up, just before node is started.
-    pub const STARTING_APP: &str = "nodeos-init: starting app";
-    /// Printed just before init asks the kernel to power off.
-    pub const POWER_OFF: &str = "nodeos-init: powering off";
-    /// Printed when the power button (or SIGTERM to PID 1) asks for shutdown.
-    pub const SHUTDOWN_REQUESTED: &str = "nodeos-init: shutdown requested";
+pub mod console;
+pub mod settings;
 
-    /// How the app's process ended.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum AppExit {
-        /// Exited with this status code.
-        Code(i32),
-        /// Killed by this signal number.
-        Signal(i32),
-    }
-
-    impl AppExit {
-        pub fn success(self) -> bool {
-            self == AppExit::Code(0)
-        }
-    }
-
-    impl std::fmt::Display for AppExit {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self {
-                AppExit::Code(c) => write!(f, "exit code {c}"),
-                AppExit::Signal(s) => write!(f, "signal {s}"),
-            }
-        }
-    }
-
-    const EXITED: &str = "nodeos-init: app exited ";
-
-    /// The line init prints when the app's process has ended.
-    pub fn app_exited_line(exit: AppExit) -> String {
-        match exit {
-            AppExit::Code(c) => format!("{EXITED}code={c}"),
-            AppExit::Signal(s) => format!("{EXITED}signal={s}"),
-        }
-    }
-
-    /// Parses a line printed by [`app_exited_line`]; tolerates a trailing `\r`.
-    pub fn parse_app_exited(line: &str) -> Option<AppExit> {
-        // The app's last output may lack a newline, putting the marker
-        // mid-line: look for it anywhere, last occurrence wins.
-        let line = line.trim_end_matches(['\r', '\n']);
-        let rest = &line[line.rfind(EXITED)? + EXITED.len()..];
-        if let Some(c) = rest.strip_prefix("code=") {
-            return c.parse().ok().map(AppExit::Code);
-        }
-        rest.strip_prefix("signal=")?
-            .parse()
-            .ok()
-            .map(AppExit::Signal)
-    }
-}
+pub use settings::{LogFormat, Network, RestartPolicy, RunConfig, Settings};
 
 #[cfg(test)]
 mod tests {
-    use super::console::*;
     use super::*;
-
-    #[test]
-    fn app_exit_lines_round_trip() {
-        for exit in [AppExit::Code(0), AppExit::Code(3), AppExit::Signal(15)] {
-            assert_eq!(parse_app_exited(&app_exited_line(exit)), Some(exit));
-        }
-        assert_eq!(
-            parse_app_exited("nodeos-init: app exited code=7\r"),
-            Some(AppExit::Code(7))
-        );
-        assert_eq!(parse_app_exited("nodeos-init: app exited code=x"), None);
-        assert_eq!(parse_app_exited("hello"), None);
-    }
-
-    #[test]
-    fn app_exit_line_is_found_after_output_without_a_newline() {
-        let line = format!("last words{}", app_exited_line(AppExit::Code(1)));
-        assert_eq!(parse_app_exited(&line), Some(AppExit::Code(1)));
-    }
 
     fn sample() -> Manifest {
         let mut artifacts = BTreeMap::new();

@@ -1,0 +1,677 @@
+//! Appliance settings: how init runs the app (restart policy, grace period,
+//! log format, port, network).
+//!
+//! They come from package.json's `"nodeos"` key at build time
+//! ([`Settings`], baked into [`crate::AppConfig`]) and can be overridden
+//! when the VM boots, without rebuilding, by a [`RunConfig`] that the VM
+//! runner hands the guest on a small **config disk** (see
+//! [`RunConfig::to_disk`]). The run config also carries the environment
+//! given to `nodeos run --env/--env-file`, which may hold secrets: it is
+//! never written into the image and init never prints its values.
+//!
+//! Field names are camelCase in JSON, as npm users expect in package.json.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::console::LogFormat;
+
+/// Port the app is told to listen on (`PORT`) unless the settings say otherwise.
+pub const DEFAULT_PORT: u16 = 3000;
+/// Seconds between SIGTERM and SIGKILL when the app is stopped.
+pub const DEFAULT_GRACE_SECS: u32 = 10;
+/// Longest grace period accepted.
+pub const MAX_GRACE_SECS: u32 = 3600;
+/// Seconds the boot waits for a DHCP lease before starting the app anyway.
+pub const DEFAULT_DHCP_TIMEOUT_SECS: u32 = 10;
+/// Accepted range of `network.dhcpTimeout`.
+pub const DHCP_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 1..=300;
+
+/// Everything init needs to know about how to run the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Settings {
+    /// When the app is started again after it exits.
+    pub restart: RestartPolicy,
+    /// Seconds the app gets between SIGTERM and SIGKILL when stopped.
+    pub grace: u32,
+    /// Format of the console log.
+    pub log_format: LogFormat,
+    /// The port the app listens on: `PORT` in its environment, and the
+    /// app may bind it even below 1024.
+    pub port: u16,
+    /// Network configuration of the first NIC.
+    pub network: Network,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            restart: RestartPolicy::default(),
+            grace: DEFAULT_GRACE_SECS,
+            log_format: LogFormat::default(),
+            port: DEFAULT_PORT,
+            network: Network::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks what serde cannot. The error names the key (`grace`,
+    /// `network.ipv4.address`, …) relative to the settings object.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.grace > MAX_GRACE_SECS {
+            return Err(SettingsError::new(
+                "grace",
+                format!(
+                    "{} seconds is more than the maximum of {MAX_GRACE_SECS}",
+                    self.grace
+                ),
+            ));
+        }
+        if self.port == 0 {
+            return Err(SettingsError::new("port", "must be between 1 and 65535"));
+        }
+        self.network.validate()
+    }
+}
+
+/// A settings value that is well-formed JSON but not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingsError {
+    /// Dotted path of the key, e.g. `network.ipv4.address`.
+    pub key: String,
+    pub problem: String,
+}
+
+impl SettingsError {
+    pub fn new(key: &str, problem: impl Into<String>) -> Self {
+        SettingsError {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// When init starts the app again after it exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// After every exit, whatever the status (servers should never stop).
+    #[default]
+    Always,
+    /// After a non-zero exit code or a signal; exit code 0 powers off.
+    OnFailure,
+    /// Never: any exit powers the VM off.
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+impl FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(RestartPolicy::Always),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "never" => Ok(RestartPolicy::Never),
+            other => Err(format!(
+                "unknown restart policy {other:?} (expected always, on-failure or never)"
+            )),
+        }
+    }
+}
+
+/// Network configuration of the first NIC. Without `ipv4` the address
+/// comes from DHCP; without `ipv6` IPv6 autoconfigures if offered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Network {
+    /// A static IPv4 address instead of DHCP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<StaticIpv4>,
+    /// A static IPv6 address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<StaticIpv6>,
+    /// DNS servers. With DHCP they replace the servers of the lease; with a
+    /// static address and none given, QEMU's user-network resolver 10.0.2.3.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
+    /// Extra `/etc/hosts` entries: host name → address.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, IpAddr>,
+    /// Seconds the boot waits for a DHCP lease (1–300).
+    pub dhcp_timeout: u32,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            ipv4: None,
+            ipv6: None,
+            dns: Vec::new(),
+            hosts: BTreeMap::new(),
+            dhcp_timeout: DEFAULT_DHCP_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Network {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !DHCP_TIMEOUT_RANGE.contains(&self.dhcp_timeout) {
+            return Err(SettingsError::new(
+                "network.dhcpTimeout",
+                format!(
+                    "{} is outside {}–{} seconds",
+                    self.dhcp_timeout,
+                    DHCP_TIMEOUT_RANGE.start(),
+                    DHCP_TIMEOUT_RANGE.end()
+                ),
+            ));
+        }
+        if let Some(v4) = &self.ipv4 {
+            if let Some(gw) = v4.gateway
+                && !v4.address.contains(gw)
+            {
+                return Err(SettingsError::new(
+                    "network.ipv4.gateway",
+                    format!("{gw} is not inside {}", v4.address),
+                ));
+            }
+        }
+        for name in self.hosts.keys() {
+            if !is_hostname(name) {
+                return Err(SettingsError::new(
+                    &format!("network.hosts.{name}"),
+                    "is not a valid host name (letters, digits, `-` and `.` only)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host name as `/etc/hosts` accepts it: dot-separated labels of
+/// `[A-Za-z0-9-]`, 1–63 bytes each, at most 253 bytes in all.
+pub fn is_hostname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A static IPv4 configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIpv4 {
+    /// `ADDRESS/PREFIX`, e.g. `10.0.2.15/24`.
+    pub address: Cidr<Ipv4Addr>,
+    /// Default route; none means no default route (a local network only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// A static IPv6 configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticIpv6 {
+    /// `ADDRESS/PREFIX`, e.g. `fec0::15/64`.
+    pub address: Cidr<Ipv6Addr>,
+    /// Default route, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv6Addr>,
+}
+
+/// An address with its prefix length, written `ADDRESS/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr<A> {
+    pub addr: A,
+    pub prefix: u8,
+}
+
+/// The address types a [`Cidr`] can hold.
+pub trait CidrAddr: Copy + FromStr + fmt::Display {
+    const BITS: u8;
+    fn to_bits(self) -> u128;
+}
+
+impl CidrAddr for Ipv4Addr {
+    const BITS: u8 = 32;
+    fn to_bits(self) -> u128 {
+        u128::from(u32::from(self))
+    }
+}
+
+impl CidrAddr for Ipv6Addr {
+    const BITS: u8 = 128;
+    fn to_bits(self) -> u128 {
+        u128::from(self)
+    }
+}
+
+impl<A: CidrAddr> Cidr<A> {
+    /// Whether `other` is inside this address's network.
+    pub fn contains(&self, other: A) -> bool {
+        let host_bits = u32::from(A::BITS - self.prefix);
+        let shift = |v: u128| v.checked_shr(host_bits).unwrap_or(0);
+        shift(self.addr.to_bits()) == shift(other.to_bits())
+    }
+}
+
+impl Cidr<Ipv4Addr> {
+    /// The prefix as a netmask, e.g. 24 → 255.255.255.0.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix))
+                .unwrap_or(0),
+        )
+    }
+}
+
+impl<A: CidrAddr> FromStr for Cidr<A> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX (e.g. 10.0.2.15/24)"))?;
+        let addr = addr.parse().map_err(|_| {
+            format!(
+                "{addr:?} is not an IPv{} address",
+                if A::BITS == 32 { 4 } else { 6 }
+            )
+        })?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (1..=A::BITS).contains(p))
+            .ok_or_else(|| format!("prefix {prefix:?} is not between 1 and {}", A::BITS))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl<A: CidrAddr> fmt::Display for Cidr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl<A: CidrAddr> Serialize for Cidr<A> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de, A: CidrAddr> Deserialize<'de> for Cidr<A> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Settings given when the VM boots (`nodeos run`), on top of the image's.
+/// Every `Some` replaces the image's value; `env` entries are added to (and
+/// win over) the image's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunConfig {
+    /// Extra environment (`--env`, `--env-file`); may hold secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// First bytes of a config disk.
+pub const RUN_CONFIG_MAGIC: &[u8; 16] = b"NODEOS-RUNCONFIG";
+/// Version of the config disk layout.
+pub const RUN_CONFIG_FORMAT: u32 = 1;
+/// Largest JSON payload a config disk may carry.
+pub const RUN_CONFIG_MAX_JSON: usize = 1 << 20;
+/// Config disks are padded to a multiple of this (a whole number of sectors).
+const DISK_ALIGN: usize = 4096;
+const HEADER_LEN: usize = 24;
+
+/// Why a config disk could not be read.
+#[derive(Debug)]
+pub enum RunConfigError {
+    /// The header is there but the disk is cut short or too large.
+    Truncated { need: usize, have: usize },
+    /// A layout version this build does not read.
+    Format(u32),
+    /// The payload is more than [`RUN_CONFIG_MAX_JSON`] bytes.
+    TooLarge(usize),
+    /// The payload is not a valid run config.
+    Json(serde_json::Error),
+    /// Well-formed but not acceptable.
+    Invalid(SettingsError),
+}
+
+impl fmt::Display for RunConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunConfigError::Truncated { need, have } => {
+                write!(f, "config disk is cut short ({have} of {need} bytes)")
+            }
+            RunConfigError::Format(v) => write!(
+                f,
+                "config disk format {v} is not supported (this init reads format {RUN_CONFIG_FORMAT})"
+            ),
+            RunConfigError::TooLarge(n) => write!(
+                f,
+                "config is {n} bytes, more than the limit of {RUN_CONFIG_MAX_JSON}"
+            ),
+            RunConfigError::Json(e) => write!(f, "config disk holds no valid run config: {e}"),
+            RunConfigError::Invalid(e) => write!(f, "run config: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunConfigError {}
+
+impl RunConfig {
+    /// Whether there is nothing to pass (no config disk needed).
+    pub fn is_empty(&self) -> bool {
+        *self == RunConfig::default()
+    }
+
+    /// Applies the run config to the image's settings and environment.
+    pub fn apply(&self, settings: &mut Settings, env: &mut BTreeMap<String, String>) {
+        if let Some(restart) = self.restart {
+            settings.restart = restart;
+        }
+        if let Some(grace) = self.grace {
+            settings.grace = grace;
+        }
+        if let Some(format) = self.log_format {
+            settings.log_format = format;
+        }
+        if let Some(network) = &self.network {
+            settings.network = network.clone();
+        }
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Checks the values (and environment names) without applying them.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(grace) = self.grace
+            && grace > MAX_GRACE_SECS
+        {
+            return Err(SettingsError::new(
+                "grace",
+                format!("{grace} seconds is more than the maximum of {MAX_GRACE_SECS}"),
+            ));
+        }
+        if let Some(network) = &self.network {
+            network.validate()?;
+        }
+        for (key, value) in &self.env {
+            if let Err(problem) = check_env(key, value) {
+                return Err(SettingsError::new(&format!("env.{key}"), problem));
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw bytes of a config disk: [`RUN_CONFIG_MAGIC`], the layout
+    /// version and the JSON length (u32 little-endian each), the JSON, then
+    /// zeros up to a multiple of 4096 bytes.
+    pub fn to_disk(&self) -> Result<Vec<u8>, RunConfigError> {
+        let json = serde_json::to_vec(self).map_err(RunConfigError::Json)?;
+        if json.len() > RUN_CONFIG_MAX_JSON {
+            return Err(RunConfigError::TooLarge(json.len()));
+        }
+        let mut disk = Vec::with_capacity(HEADER_LEN + json.len() + DISK_ALIGN);
+        disk.extend_from_slice(RUN_CONFIG_MAGIC);
+        disk.extend_from_slice(&RUN_CONFIG_FORMAT.to_le_bytes());
+        disk.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        disk.extend_from_slice(&json);
+        disk.resize(disk.len().div_ceil(DISK_ALIGN) * DISK_ALIGN, 0);
+        Ok(disk)
+    }
+
+    /// Reads a config disk; `Ok(None)` when `bytes` does not start with
+    /// [`RUN_CONFIG_MAGIC`] (another disk). `bytes` may be longer than the
+    /// payload.
+    pub fn from_disk(bytes: &[u8]) -> Result<Option<RunConfig>, RunConfigError> {
+        if !bytes.starts_with(RUN_CONFIG_MAGIC) {
+            return Ok(None);
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(RunConfigError::Truncated {
+                need: HEADER_LEN,
+                have: bytes.len(),
+            });
+        }
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let format = word(16);
+        if format != RUN_CONFIG_FORMAT {
+            return Err(RunConfigError::Format(format));
+        }
+        let len = word(20) as usize;
+        if len > RUN_CONFIG_MAX_JSON {
+            return Err(RunConfigError::TooLarge(len));
+        }
+        let json = bytes
+            .get(HEADER_LEN..HEADER_LEN + len)
+            .ok_or(RunConfigError::Truncated {
+                need: HEADER_LEN + len,
+                have: bytes.len(),
+            })?;
+        let config: RunConfig = serde_json::from_slice(json).map_err(RunConfigError::Json)?;
+        config.validate().map_err(RunConfigError::Invalid)?;
+        Ok(Some(config))
+    }
+}
+
+/// Why an environment variable cannot be passed to `execve`, if it cannot.
+pub fn check_env(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains(['=', '\0']) {
+        return Err(format!("{key:?} is not a valid environment variable name"));
+    }
+    if value.contains('\0') {
+        return Err(format!("the value of {key} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_settings_object_means_defaults() {
+        let s: Settings = serde_json::from_str("{}").unwrap();
+        assert_eq!(s, Settings::default());
+        assert_eq!(s.restart, RestartPolicy::Always);
+        assert_eq!(s.grace, 10);
+        assert_eq!(s.port, 3000);
+        assert_eq!(s.network.dhcp_timeout, 10);
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn settings_parse_from_package_json_style() {
+        let s: Settings = serde_json::from_str(
+            r#"{"restart":"on-failure","grace":3,"logFormat":"json","port":80,
+                "network":{"ipv4":{"address":"10.0.2.20/24","gateway":"10.0.2.2"},
+                           "ipv6":{"address":"fec0::20/64"},
+                           "dns":["10.0.2.3"],"hosts":{"db.internal":"10.0.2.2"},"dhcpTimeout":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.restart, RestartPolicy::OnFailure);
+        assert_eq!(s.log_format, LogFormat::Json);
+        let v4 = s.network.ipv4.unwrap();
+        assert_eq!(v4.address.to_string(), "10.0.2.20/24");
+        assert_eq!(v4.address.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(s.network.ipv6.unwrap().address.prefix, 64);
+        assert!(s.validate().is_ok());
+        let back: Settings = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let err = serde_json::from_str::<Settings>(r#"{"restart":"sometimes"}"#).unwrap_err();
+        assert!(err.to_string().contains("on-failure"), "{err}");
+        let err = serde_json::from_str::<Settings>(r#"{"restrat":"always"}"#).unwrap_err();
+        assert!(err.to_string().contains("restrat"), "{err}");
+        let err =
+            serde_json::from_str::<Settings>(r#"{"network":{"ipv4":{"address":"10.0.2.20"}}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("ADDRESS/PREFIX"), "{err}");
+        let err =
+            serde_json::from_str::<Settings>(r#"{"network":{"ipv4":{"address":"fec0::1/64"}}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("IPv4"), "{err}");
+
+        let mut s = Settings {
+            grace: 4000,
+            ..Settings::default()
+        };
+        assert_eq!(s.validate().unwrap_err().key, "grace");
+        s.grace = 1;
+        s.network.dhcp_timeout = 0;
+        assert_eq!(s.validate().unwrap_err().key, "network.dhcpTimeout");
+        s.network.dhcp_timeout = 10;
+        s.network.ipv4 = Some(StaticIpv4 {
+            address: "10.0.2.20/24".parse().unwrap(),
+            gateway: Some(Ipv4Addr::new(10, 0, 3, 2)),
+        });
+        assert_eq!(s.validate().unwrap_err().key, "network.ipv4.gateway");
+        s.network.ipv4 = None;
+        s.network
+            .hosts
+            .insert("bad name".into(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(s.validate().unwrap_err().key, "network.hosts.bad name");
+    }
+
+    #[test]
+    fn cidr_edges() {
+        assert!("10.0.2.15/0".parse::<Cidr<Ipv4Addr>>().is_err());
+        assert!("10.0.2.15/33".parse::<Cidr<Ipv4Addr>>().is_err());
+        let c: Cidr<Ipv4Addr> = "10.0.2.15/32".parse().unwrap();
+        assert_eq!(c.netmask(), Ipv4Addr::BROADCAST);
+        assert!(c.contains(Ipv4Addr::new(10, 0, 2, 15)));
+        assert!(!c.contains(Ipv4Addr::new(10, 0, 2, 16)));
+        let c: Cidr<Ipv4Addr> = "10.0.2.15/1".parse().unwrap();
+        assert_eq!(c.netmask(), Ipv4Addr::new(128, 0, 0, 0));
+        let c: Cidr<Ipv6Addr> = "fec0::15/64".parse().unwrap();
+        assert!(c.contains("fec0::2".parse().unwrap()));
+        assert!(!c.contains("fec1::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn hostnames() {
+        assert!(is_hostname("db.internal"));
+        assert!(is_hostname("a-1"));
+        for bad in ["", "a..b", "-a", "a b", "a_b", &"x".repeat(64)] {
+            assert!(!is_hostname(bad), "{bad}");
+        }
+    }
+
+    fn run_config() -> RunConfig {
+        RunConfig {
+            env: BTreeMap::from([("API_TOKEN".into(), "s3cret=1".into())]),
+            restart: Some(RestartPolicy::Never),
+            grace: Some(2),
+            log_format: Some(LogFormat::Json),
+            network: None,
+        }
+    }
+
+    #[test]
+    fn config_disk_round_trips() {
+        let disk = run_config().to_disk().unwrap();
+        assert_eq!(disk.len() % 4096, 0);
+        assert!(disk.starts_with(RUN_CONFIG_MAGIC));
+        assert_eq!(RunConfig::from_disk(&disk).unwrap(), Some(run_config()));
+        assert_eq!(
+            RunConfig::from_disk(&disk[..200]).unwrap(),
+            Some(run_config())
+        );
+    }
+
+    #[test]
+    fn other_disks_and_broken_config_disks() {
+        assert_eq!(RunConfig::from_disk(&[0u8; 4096]).unwrap(), None);
+        assert_eq!(RunConfig::from_disk(b"hsqs").unwrap(), None);
+        let disk = run_config().to_disk().unwrap();
+        assert!(matches!(
+            RunConfig::from_disk(&disk[..30]),
+            Err(RunConfigError::Truncated { .. })
+        ));
+        let mut bad = disk.clone();
+        bad[16] = 9;
+        assert!(matches!(
+            RunConfig::from_disk(&bad),
+            Err(RunConfigError::Format(9))
+        ));
+        let mut bad = disk.clone();
+        bad[24] = b'[';
+        assert!(matches!(
+            RunConfig::from_disk(&bad),
+            Err(RunConfigError::Json(_))
+        ));
+        let mut bad = disk;
+        bad[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            RunConfig::from_disk(&bad),
+            Err(RunConfigError::TooLarge(_))
+        ));
+        let mut c = run_config();
+        c.env.insert("A=B".into(), "x".into());
+        let disk = c.to_disk().unwrap();
+        assert!(matches!(
+            RunConfig::from_disk(&disk),
+            Err(RunConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn run_config_overrides_settings_and_adds_env() {
+        let mut settings = Settings::default();
+        let mut env = BTreeMap::from([("NODE_ENV".to_string(), "production".to_string())]);
+        run_config().apply(&mut settings, &mut env);
+        assert_eq!(settings.restart, RestartPolicy::Never);
+        assert_eq!(settings.grace, 2);
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(env.len(), 2);
+        assert!(RunConfig::default().is_empty());
+        assert!(!run_config().is_empty());
+    }
+}
