@@ -28,6 +28,16 @@ pub const APP_DIR: &str = "/app";
 pub const NODE_PATH: &str = "/usr/bin/node";
 /// Where nodeos-init lives inside the root filesystem.
 pub const INIT_PATH: &str = "/sbin/init";
+/// The unprivileged user the app runs as (in the image's `/etc/passwd`).
+pub const APP_USER: &str = "app";
+/// Its user id.
+pub const APP_UID: u32 = 1000;
+/// Its group id (group `app`, in the image's `/etc/group`).
+pub const APP_GID: u32 = 1000;
+/// Written by init at boot; the image's `/etc/hosts` is a symlink to it.
+pub const RUN_HOSTS: &str = "/run/hosts";
+/// Written by init at boot; the image's `/etc/resolv.conf` is a symlink to it.
+pub const RUN_RESOLV_CONF: &str = "/run/resolv.conf";
 
 /// The nodeos cache directory (Node.js downloads, kernels, the accelerator
 /// probe): `$NODEOS_CACHE_DIR`, else `$XDG_CACHE_HOME/nodeos`, else
