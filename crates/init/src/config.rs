@@ -1,12 +1,89 @@
-//! The app config (`/etc/nodeos/app.json`) and what init derives from it:
-//! the app's environment, the hostname, the text of `/run/resolv.conf`.
+//! Phase 4, config & secrets: the app config baked into the image
+//! (`/etc/nodeos/app.json`, with the package.json `"nodeos"` settings) and
+//! the run config `nodeos run` passes on a config disk (overrides and the
+//! environment given at boot, which may hold secrets: their values are never
+//! printed). Also what init derives from them: the app's environment, the
+//! hostname, the text of `/run/resolv.conf` and `/run/hosts`.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use nodeos_manifest::AppConfig;
+use nodeos_manifest::settings::{RUN_CONFIG_MAGIC, RUN_CONFIG_MAX_JSON};
+use nodeos_manifest::{APP_CONFIG_PATH, AppConfig, RunConfig};
 
 use crate::error::Error;
+use crate::system::System;
+
+/// The app config, with the run config applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Boot {
+    pub app: AppConfig,
+    /// The config disk the run config came from, if there was one.
+    pub run_config_from: Option<PathBuf>,
+    /// Names of the variables the run config added (values are secret).
+    pub run_env_names: Vec<String>,
+}
+
+/// Largest app config accepted.
+const MAX_APP_CONFIG: usize = 1 << 20;
+
+/// Reads the app config and applies the run config from the config disk,
+/// if one is attached.
+pub fn load_boot(sys: &mut impl System) -> Result<Boot, Error> {
+    let mut app = load(sys, Path::new(APP_CONFIG_PATH))?;
+    let mut boot = Boot {
+        app: app.clone(),
+        run_config_from: None,
+        run_env_names: Vec::new(),
+    };
+    if let Some((disk, run)) = find_run_config(sys)? {
+        run.apply(&mut app.settings, &mut app.env);
+        validate(&app).map_err(|problem| Error::ConfigInvalid {
+            path: disk.display().to_string(),
+            problem,
+        })?;
+        boot.run_env_names = run.env.keys().cloned().collect();
+        boot.run_config_from = Some(disk);
+        boot.app = app;
+    }
+    Ok(boot)
+}
+
+/// Looks at the first block of every virtio disk for
+/// [`RUN_CONFIG_MAGIC`]; the first that has it is the config disk.
+pub fn find_run_config(sys: &mut impl System) -> Result<Option<(PathBuf, RunConfig)>, Error> {
+    let Ok(names) = sys.list(Path::new("/sys/block")) else {
+        return Ok(None);
+    };
+    for name in names.iter().filter(|n| n.starts_with("vd")) {
+        let dev = PathBuf::from("/dev").join(name);
+        let Ok(head) = sys.read(&dev, 4096) else {
+            continue; // not readable: not ours
+        };
+        if !head.starts_with(RUN_CONFIG_MAGIC) {
+            continue;
+        }
+        let fail = |problem: String| Error::ConfigInvalid {
+            path: dev.display().to_string(),
+            problem,
+        };
+        let bytes = sys
+            .read(&dev, 24 + RUN_CONFIG_MAX_JSON)
+            .map_err(|source| Error::Read {
+                path: dev.display().to_string(),
+                source,
+            })?;
+        return match RunConfig::from_disk(&bytes) {
+            Ok(Some(run)) => Ok(Some((dev, run))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(fail(format!(
+                "{e} (the config disk is written by `nodeos run`; is this nodeos older than the image?)"
+            ))),
+        };
+    }
+    Ok(None)
+}
 
 /// `PATH` the app gets (the image has node in `/usr/bin`).
 pub const APP_PATH: &str = "/usr/bin:/bin";
@@ -16,13 +93,15 @@ pub const APP_HOME: &str = "/tmp";
 pub const FALLBACK_HOSTNAME: &str = "nodeos";
 
 /// Reads and checks the app config at `path`.
-pub fn load(path: &Path) -> Result<AppConfig, Error> {
+pub fn load(sys: &mut impl System, path: &Path) -> Result<AppConfig, Error> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let config: AppConfig = serde_json::from_str(&text).map_err(|source| Error::ConfigJson {
+    let text = sys
+        .read(path, MAX_APP_CONFIG)
+        .map_err(|source| Error::Read {
+            path: shown.clone(),
+            source,
+        })?;
+    let config: AppConfig = serde_json::from_slice(&text).map_err(|source| Error::ConfigJson {
         path: shown.clone(),
         source,
     })?;
@@ -55,22 +134,19 @@ pub fn validate(config: &AppConfig) -> Result<(), String> {
         return Err(format!("argument {arg:?} contains a NUL byte"));
     }
     for (key, value) in &config.env {
-        if key.is_empty() || key.contains(['=', '\0']) {
-            return Err(format!("environment variable name {key:?} is not valid"));
-        }
-        if value.contains('\0') {
-            return Err(format!("environment variable {key} contains a NUL byte"));
-        }
+        nodeos_manifest::settings::check_env(key, value)?;
     }
-    Ok(())
+    config.settings.validate().map_err(|e| e.to_string())
 }
 
-/// The app's whole environment: `PATH` and `HOME`, then every `env` entry of
-/// the config (which may override them). Sorted by name, no duplicates.
+/// The app's whole environment: `PATH`, `HOME` and `PORT` (the settings'
+/// port), then every `env` entry of the config (which may override them).
+/// Sorted by name, no duplicates.
 pub fn app_env(config: &AppConfig) -> Vec<(String, String)> {
-    let mut env = std::collections::BTreeMap::new();
+    let mut env = BTreeMap::new();
     env.insert("PATH".to_string(), APP_PATH.to_string());
     env.insert("HOME".to_string(), APP_HOME.to_string());
+    env.insert("PORT".to_string(), config.settings.port.to_string());
     for (k, v) in &config.env {
         env.insert(k.clone(), v.clone());
     }
@@ -106,10 +182,20 @@ pub fn resolv_conf(dns: &[IpAddr]) -> String {
     dns.iter().map(|a| format!("nameserver {a}\n")).collect()
 }
 
+/// Text of `/run/hosts` (`/etc/hosts` links to it): localhost, the
+/// machine's own name on the loopback, then the configured entries.
+pub fn hosts(hostname: &str, extra: &BTreeMap<String, IpAddr>) -> String {
+    let mut text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n");
+    for (name, addr) in extra {
+        text.push_str(&format!("{addr}\t{name}\n"));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::system::Recorder;
 
     fn sample() -> AppConfig {
         AppConfig {
@@ -117,11 +203,25 @@ mod tests {
             node: "/usr/bin/node".into(),
             workdir: "/app".into(),
             args: vec!["index.js".into()],
-            env: BTreeMap::from([
-                ("PORT".into(), "3000".into()),
-                ("NODE_ENV".into(), "production".into()),
-            ]),
+            env: BTreeMap::from([("NODE_ENV".into(), "production".into())]),
+            settings: Default::default(),
         }
+    }
+
+    #[test]
+    fn port_comes_from_the_settings() {
+        let mut c = sample();
+        c.settings.port = 80;
+        assert!(app_env(&c).contains(&("PORT".to_string(), "80".to_string())));
+    }
+
+    #[test]
+    fn hosts_has_localhost_the_hostname_and_the_configured_names() {
+        let extra = BTreeMap::from([("db.internal".to_string(), "10.0.2.2".parse().unwrap())]);
+        assert_eq!(
+            hosts("hello", &extra),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\thello\n10.0.2.2\tdb.internal\n"
+        );
     }
 
     #[test]
@@ -186,22 +286,86 @@ mod tests {
 
     #[test]
     fn load_reports_missing_file_bad_json_and_bad_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("app.json");
-        let err = load(&path).unwrap_err();
+        let path = Path::new(APP_CONFIG_PATH);
+        let err = load(&mut Recorder::default(), path).unwrap_err();
         assert!(matches!(err, Error::Read { .. }), "{err}");
 
-        std::fs::write(&path, "{\"name\": 1}").unwrap();
-        let err = load(&path).unwrap_err();
+        let mut sys = Recorder::default().with_file(APP_CONFIG_PATH, "{\"name\": 1}");
+        let err = load(&mut sys, path).unwrap_err();
         assert!(matches!(err, Error::ConfigJson { .. }), "{err}");
 
         let mut c = sample();
         c.workdir = "relative".into();
-        std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
-        let err = load(&path).unwrap_err();
+        let mut sys =
+            Recorder::default().with_file(APP_CONFIG_PATH, serde_json::to_vec(&c).unwrap());
+        let err = load(&mut sys, path).unwrap_err();
         assert!(matches!(err, Error::ConfigInvalid { .. }), "{err}");
 
-        std::fs::write(&path, serde_json::to_string(&sample()).unwrap()).unwrap();
-        assert_eq!(load(&path).unwrap(), sample());
+        let mut c = sample();
+        c.settings.grace = 99_999;
+        let mut sys =
+            Recorder::default().with_file(APP_CONFIG_PATH, serde_json::to_vec(&c).unwrap());
+        let err = load(&mut sys, path).unwrap_err();
+        assert!(err.to_string().contains("`grace`"), "{err}");
+
+        let mut sys = image();
+        assert_eq!(load(&mut sys, path).unwrap(), sample());
+    }
+
+    fn image() -> Recorder {
+        Recorder::default()
+            .with_file(APP_CONFIG_PATH, serde_json::to_vec(&sample()).unwrap())
+            .with_file("/sys/block/vda/size", "1")
+            .with_file("/dev/vda", b"hsqs and the rest of a root filesystem")
+    }
+
+    fn run_config() -> RunConfig {
+        RunConfig {
+            env: BTreeMap::from([("API_TOKEN".into(), "s3cret".into())]),
+            restart: Some(nodeos_manifest::RestartPolicy::Never),
+            grace: Some(3),
+            ..RunConfig::default()
+        }
+    }
+
+    #[test]
+    fn without_a_config_disk_the_image_config_stands() {
+        let boot = load_boot(&mut image()).unwrap();
+        assert_eq!(boot.app, sample());
+        assert_eq!(boot.run_config_from, None);
+    }
+
+    #[test]
+    fn the_config_disk_is_found_and_applied() {
+        let mut sys = image()
+            .with_file("/sys/block/vdb/size", "8")
+            .with_file("/dev/vdb", run_config().to_disk().unwrap());
+        let boot = load_boot(&mut sys).unwrap();
+        assert_eq!(boot.run_config_from, Some(PathBuf::from("/dev/vdb")));
+        assert_eq!(boot.run_env_names, ["API_TOKEN"]);
+        assert_eq!(boot.app.settings.grace, 3);
+        assert_eq!(
+            boot.app.settings.restart,
+            nodeos_manifest::RestartPolicy::Never
+        );
+        assert_eq!(boot.app.env["API_TOKEN"], "s3cret");
+        assert_eq!(boot.app.env["NODE_ENV"], "production", "image env kept");
+        assert!(
+            sys.calls.contains(&"read /dev/vda".to_string()),
+            "{:?}",
+            sys.calls
+        );
+    }
+
+    #[test]
+    fn a_broken_config_disk_is_an_error_naming_the_disk() {
+        let mut disk = run_config().to_disk().unwrap();
+        disk[24] = b'!';
+        let mut sys = image()
+            .with_file("/sys/block/vdb/size", "8")
+            .with_file("/dev/vdb", disk);
+        let err = load_boot(&mut sys).unwrap_err();
+        assert!(err.to_string().starts_with("/dev/vdb: "), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 }

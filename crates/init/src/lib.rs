@@ -47,67 +47,91 @@
 //!   malformed `nodeos.*` value, node missing): one `error:` line, then the
 //!   normal power-off path. PID 1 never exits or panics into the kernel.
 
-pub mod cmdline;
 pub mod config;
 pub mod console;
 pub mod dhcp;
+pub mod entropy;
 pub mod error;
 pub mod input;
 pub mod log;
 pub mod mounts;
 pub mod net;
+pub mod privileges;
 pub mod shutdown;
 pub mod start;
 pub mod supervise;
 pub mod sys;
-
-use std::path::Path;
-
-use nodeos_manifest::{APP_CONFIG_PATH, AppConfig};
+pub mod system;
 
 pub use error::Error;
 pub use shutdown::shutdown;
 
-/// Boots the guest and runs the app until it has exited. The phases, in order:
+/// Boots the guest and runs the app until supervision is over. The phases,
+/// in order:
 ///
 /// 1. **mount** ([`mounts::mount_all`]): /proc, /sys, /dev, /dev/shm, /tmp, /run.
-/// 2. **console** ([`console::setup`]): fds 0–2 on `/dev/console`.
+/// 2. **console & logs** ([`console::setup`], [`log`]): fds 0–2 on
+///    `/dev/console`; every line timestamped, in text until the config
+///    says otherwise.
 /// 3. **signals** ([`supervise::listen`]): Ctrl-Alt-Del → SIGINT; SIGTERM,
-///    SIGINT, SIGCHLD and the power button feed one channel.
-/// 4. **config** ([`load_config`]): `/proc/cmdline` and `/etc/nodeos/app.json`.
-/// 5. **network** ([`net::setup`]): lo, hostname, first NIC by DHCP (or
-///    static), default route, resolv.conf; a thread keeps the lease.
-/// 6. **start** ([`start::spawn`]): node with the app.
-/// 7. **supervise** ([`supervise::supervise`]): reap, wait for the app, stop
-///    it on request with a grace period.
+///    SIGINT, SIGCHLD and the power button feed one channel (early, so a
+///    request during boot is not lost).
+/// 4. **config & secrets** ([`load_config`]): `/etc/nodeos/app.json` and
+///    the run config from the config disk; before the network, because the
+///    network settings are part of it.
+/// 5. **entropy & clock** ([`entropy::ready`]).
+/// 6. **network** ([`net::setup`]): lo, hostname, /run/hosts, first NIC by
+///    DHCP (or static IPv4/IPv6), resolv.conf; a thread keeps the lease.
+/// 7. **privileges** ([`privileges::prepare`]): the app's user; its port
+///    made bindable.
+/// 8. **start** ([`start::spawn`]) and 9. **supervise**
+///    ([`supervise::supervise`]): node with the app, restarted by the
+///    restart policy, stopped on request with a grace period.
 ///
-/// The caller then runs phase 8, **shutdown** ([`shutdown()`]), on every path.
+/// The caller then runs phase 10, **shutdown** ([`shutdown()`]), on every
+/// path. (Persistent storage, between network and privileges, comes with
+/// `/data`.)
 pub fn run() -> Result<(), Error> {
-    mounts::mount_all(&mut mounts::Kernel)?;
+    let sys = &mut system::Linux;
+    mounts::mount_all(sys)?;
     console::setup()?;
     let events = supervise::listen()?;
-    let (params, app) = load_config()?;
-    net::setup(&params, &app.name)?;
-    let pid = start::spawn(&app)?;
-    supervise::supervise(pid, params.grace, &events);
+    let app = load_config(sys)?;
+    entropy::ready(sys);
+    net::setup(sys, &app.settings.network, &app.name)?;
+    let creds = privileges::prepare(sys, &app)?;
+    supervise::supervise(&app, creds, &events);
     Ok(())
 }
 
-/// Phase 4: the boot parameters and the app config.
-pub fn load_config() -> Result<(cmdline::BootParams, AppConfig), Error> {
-    let text = std::fs::read_to_string("/proc/cmdline").map_err(|source| Error::Read {
-        path: "/proc/cmdline".into(),
-        source,
-    })?;
-    let params = cmdline::BootParams::parse(&text)?;
-    for unknown in &params.unknown {
-        say!("warning: unknown boot parameter {unknown} ignored");
-    }
-    let app = config::load(Path::new(APP_CONFIG_PATH))?;
+/// Phase 4: the app config with the run config applied; switches the log
+/// to the configured format. Environment values are never printed.
+pub fn load_config(sys: &mut impl system::System) -> Result<nodeos_manifest::AppConfig, Error> {
+    let boot = config::load_boot(sys)?;
+    let app = boot.app;
+    log::set_format(app.settings.log_format);
     say!("app {} ({} {})", app.name, app.node, app.args.join(" "));
-    Ok((params, app))
+    let s = &app.settings;
+    say!(
+        "settings: restart {}, grace {}s, port {}, log {}",
+        s.restart.as_str(),
+        s.grace,
+        s.port,
+        s.log_format.as_str()
+    );
+    if let Some(disk) = &boot.run_config_from {
+        say!(
+            "run config from {}: environment {} (values not shown)",
+            disk.display(),
+            if boot.run_env_names.is_empty() {
+                "unchanged".to_string()
+            } else {
+                boot.run_env_names.join(", ")
+            }
+        );
+    }
+    Ok(app)
 }
-
 /// `error: cause: cause…` on one line: each source once, outermost first.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

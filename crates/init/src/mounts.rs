@@ -2,10 +2,13 @@
 //! directories, from one table so the order and options can be tested.
 
 use std::io;
+use std::path::Path;
 
 use rustix::mount::MountFlags;
 
 use crate::error::Error;
+use crate::say;
+use crate::system::System;
 
 /// One filesystem to mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,29 +79,8 @@ pub const MOUNTS: &[Mount] = &[
     },
 ];
 
-/// The calls the mount phase makes, so tests can record them instead.
-pub trait Mounter {
-    fn mkdir(&mut self, path: &'static str) -> io::Result<()>;
-    fn mount(&mut self, m: &Mount) -> io::Result<()>;
-}
-
-/// The real thing.
-pub struct Kernel;
-
-impl Mounter for Kernel {
-    fn mkdir(&mut self, path: &'static str) -> io::Result<()> {
-        std::fs::create_dir(path)
-    }
-
-    fn mount(&mut self, m: &Mount) -> io::Result<()> {
-        let data = std::ffi::CString::new(m.data).map_err(io::Error::other)?;
-        rustix::mount::mount(m.fstype, m.target, m.fstype, m.flags, data.as_c_str())?;
-        Ok(())
-    }
-}
-
 /// Mounts every entry of [`MOUNTS`].
-pub fn mount_all(sys: &mut impl Mounter) -> Result<(), Error> {
+pub fn mount_all(sys: &mut impl System) -> Result<(), Error> {
     for m in MOUNTS {
         let fail = |source| Error::Mount {
             fstype: m.fstype,
@@ -106,7 +88,7 @@ pub fn mount_all(sys: &mut impl Mounter) -> Result<(), Error> {
             source,
         };
         if m.mkdir {
-            match sys.mkdir(m.target) {
+            match sys.mkdir(Path::new(m.target)) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(fail(e)),
                 _ => {}
             }
@@ -122,38 +104,28 @@ pub fn mount_all(sys: &mut impl Mounter) -> Result<(), Error> {
     Ok(())
 }
 
+/// The shutdown half: detaches every writable filesystem init mounted, in
+/// reverse order, after the final `sync`. A failure is a warning: the
+/// machine is about to power off and the root is read-only anyway.
+pub fn unmount_all(sys: &mut impl System) {
+    for m in MOUNTS.iter().rev().filter(|m| m.fstype == "tmpfs") {
+        if let Err(e) = sys.unmount(Path::new(m.target)) {
+            say!("warning: cannot unmount {}: {e}", m.target);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[derive(Default)]
-    struct Fake {
-        calls: Vec<String>,
-        busy: &'static [&'static str],
-    }
-
-    impl Mounter for Fake {
-        fn mkdir(&mut self, path: &'static str) -> io::Result<()> {
-            self.calls.push(format!("mkdir {path}"));
-            Err(io::ErrorKind::AlreadyExists.into())
-        }
-        fn mount(&mut self, m: &Mount) -> io::Result<()> {
-            self.calls
-                .push(format!("mount {} {} {}", m.fstype, m.target, m.data));
-            if self.busy.contains(&m.target) {
-                return Err(io::Error::from_raw_os_error(
-                    rustix::io::Errno::BUSY.raw_os_error(),
-                ));
-            }
-            Ok(())
-        }
-    }
+    use crate::system::Recorder;
 
     #[test]
     fn mounts_in_order_and_tolerates_preexisting_devtmpfs() {
-        let mut fake = Fake {
-            busy: &["/dev"],
-            ..Fake::default()
+        let mut fake = Recorder {
+            busy: vec!["/dev".into()],
+            ..Recorder::default()
         };
         mount_all(&mut fake).unwrap();
         assert_eq!(
@@ -172,13 +144,23 @@ mod tests {
 
     #[test]
     fn busy_proc_is_an_error() {
-        let mut fake = Fake {
-            busy: &["/proc"],
-            ..Fake::default()
+        let mut fake = Recorder {
+            busy: vec!["/proc".into()],
+            ..Recorder::default()
         };
         let err = mount_all(&mut fake).unwrap_err();
         assert_eq!(err.to_string(), "cannot mount proc on /proc");
         assert_eq!(fake.calls.len(), 1, "stops at the first failure");
+    }
+
+    #[test]
+    fn shutdown_unmounts_the_tmpfs_mounts_in_reverse_order() {
+        let mut fake = Recorder::default();
+        unmount_all(&mut fake);
+        assert_eq!(
+            fake.calls,
+            ["unmount /run", "unmount /tmp", "unmount /dev/shm"]
+        );
     }
 
     #[test]

@@ -1,67 +1,125 @@
-//! Phase 4, network: loopback, the first Ethernet interface (DHCPv4 by
-//! default, static with `nodeos.ip`), `/run/resolv.conf`, the hostname.
+//! Phase 6, network: loopback, the hostname, `/run/hosts`, and the first
+//! Ethernet interface: DHCPv4 by default, or the static IPv4 address of the
+//! settings (`network.ipv4`); a static IPv6 address too with
+//! `network.ipv6`; `/run/resolv.conf`.
 //!
 //! DHCP: the NIC is brought up, [`crate::dhcp::Acquire`] runs over a UDP
-//! socket bound to port 68 on that NIC for at most `nodeos.dhcp_timeout`,
+//! socket bound to port 68 on that NIC for at most `network.dhcpTimeout`,
 //! and the lease is applied. Then a background thread keeps it: renewal at
 //! T1, rebinding at T2, a fresh DISCOVER after a NAK or an expired lease,
 //! and, when boot got no answer, more attempts every minute.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use dhcproto::v4::Message;
 use dhcproto::{Decodable, Decoder, Encodable};
+use nodeos_manifest::settings::{Cidr, Network};
+use nodeos_manifest::{RUN_HOSTS, RUN_RESOLV_CONF};
 
-use crate::cmdline::BootParams;
 use crate::dhcp::{self, Acquire, ClientId, Lease, RenewAnswer, Step};
 use crate::error::Error;
 use crate::sys::NetSocket;
+use crate::system::System;
 use crate::{config, say};
 
-/// Where the resolver config goes (`/etc/resolv.conf` is a symlink to it).
-pub const RESOLV_CONF: &str = "/run/resolv.conf";
 /// How long one background acquisition round lasts, and the pause after a
 /// round with no answer.
 const BACKGROUND_ROUND: Duration = Duration::from_secs(60);
+/// DNS server with a static address and no `network.dns`: QEMU's user-mode resolver.
+pub const DEFAULT_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 
 /// Brings the network up. No NIC, or no DHCP answer in time, is a console
 /// line, not an error: the app starts anyway.
-pub fn setup(params: &BootParams, app_name: &str) -> Result<(), Error> {
+pub fn setup(sys: &mut impl System, network: &Network, app_name: &str) -> Result<(), Error> {
     let sock = NetSocket::new().map_err(|source| Error::Net {
         iface: "-".into(),
         action: "open a socket",
         source,
     })?;
-    configure(&sock, "lo", Ipv4Addr::LOCALHOST, 8, None)?;
+    configure(
+        &sock,
+        "lo",
+        Cidr {
+            addr: Ipv4Addr::LOCALHOST,
+            prefix: 8,
+        },
+        None,
+    )?;
     let host = config::hostname(app_name);
-    if let Err(e) = rustix::system::sethostname(host.as_bytes()) {
+    if let Err(e) = sys.set_hostname(&host) {
         say!("warning: cannot set hostname {host:?}: {e}");
     }
-    let nic = first_nic(Path::new("/sys/class/net"));
-    match (nic, params.ip) {
-        (None, _) => {
-            say!("warning: no network interface found; the app runs without a network");
-            write_resolv_conf(&config::resolv_conf(&params.dns))
+    write_run_file(sys, RUN_HOSTS, &config::hosts(&host, &network.hosts))?;
+    let static_dns = if network.dns.is_empty() {
+        vec![IpAddr::V4(DEFAULT_DNS)]
+    } else {
+        network.dns.clone()
+    };
+    let Some(nic) = first_nic(Path::new("/sys/class/net")) else {
+        say!("warning: no network interface found; the app runs without a network");
+        return write_run_file(sys, RUN_RESOLV_CONF, &config::resolv_conf(&network.dns));
+    };
+    if let Some(v6) = network.ipv6 {
+        configure_ipv6(&sock, &nic, v6)?;
+    }
+    match network.ipv4 {
+        Some(v4) => {
+            configure(&sock, &nic, v4.address, v4.gateway)?;
+            let via = v4.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            say!("network: {nic} {}{via} (static)", v4.address);
+            write_run_file(sys, RUN_RESOLV_CONF, &config::resolv_conf(&static_dns))
         }
-        (Some(nic), Some(ip)) => {
-            configure(&sock, &nic, ip, params.prefix, Some(params.gateway))?;
-            say!(
-                "network: {nic} {ip}/{} via {} (static)",
-                params.prefix,
-                params.gateway
-            );
-            write_resolv_conf(&config::resolv_conf(&params.dns))
+        None => {
+            if !network.dns.is_empty() {
+                write_run_file(sys, RUN_RESOLV_CONF, &config::resolv_conf(&network.dns))?;
+            }
+            let timeout = Duration::from_secs(u64::from(network.dhcp_timeout));
+            start_dhcp(sock, nic, host, timeout, !network.dns.is_empty())
         }
-        (Some(nic), None) => start_dhcp(sock, nic, host, params.dhcp_timeout),
     }
 }
 
+fn configure_ipv6(
+    sock: &NetSocket,
+    nic: &str,
+    v6: nodeos_manifest::settings::StaticIpv6,
+) -> Result<(), Error> {
+    let fail = |action| {
+        move |source| Error::Net {
+            iface: nic.into(),
+            action,
+            source,
+        }
+    };
+    sock.set_up(nic).map_err(fail("bring the link up"))?;
+    let v6sock = crate::sys::Net6Socket::new().map_err(fail("open an IPv6 socket"))?;
+    v6sock
+        .add_addr(nic, v6.address.addr, v6.address.prefix)
+        .map_err(fail("set the IPv6 address"))?;
+    if let Some(gw) = v6.gateway {
+        v6sock
+            .add_default_route(nic, gw)
+            .map_err(fail("add the IPv6 default route"))?;
+    }
+    let via = v6.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+    say!("network: {nic} {}{via} (static)", v6.address);
+    Ok(())
+}
+
+fn write_run_file(sys: &mut impl System, path: &str, text: &str) -> Result<(), Error> {
+    sys.write(Path::new(path), text.as_bytes())
+        .map_err(|source| Error::Write {
+            path: path.into(),
+            source,
+        })
+}
+
 fn write_resolv_conf(text: &str) -> Result<(), Error> {
-    std::fs::write(RESOLV_CONF, text).map_err(|source| Error::Write {
-        path: RESOLV_CONF.into(),
+    std::fs::write(RUN_RESOLV_CONF, text).map_err(|source| Error::Write {
+        path: RUN_RESOLV_CONF.into(),
         source,
     })
 }
@@ -70,6 +128,8 @@ fn write_resolv_conf(text: &str) -> Result<(), Error> {
 /// to apply leases with.
 struct Dhcp {
     nic: String,
+    /// `network.dns` is set: keep its resolv.conf, ignore the lease's servers.
+    fixed_dns: bool,
     id: ClientId,
     udp: UdpSocket,
     sock: NetSocket,
@@ -80,6 +140,7 @@ fn start_dhcp(
     nic: String,
     hostname: String,
     timeout: Duration,
+    fixed_dns: bool,
 ) -> Result<(), Error> {
     let fail = |action| {
         let iface = nic.clone();
@@ -96,6 +157,7 @@ fn start_dhcp(
     let client = Dhcp {
         id: ClientId { mac, hostname },
         nic,
+        fixed_dns,
         udp,
         sock,
     };
@@ -109,11 +171,13 @@ fn start_dhcp(
         None => {
             say!(
                 "error: no DHCP answer on {} within {}s; the app starts without an IPv4 address \
-                 (DHCP keeps trying in the background; boot with nodeos.ip=ADDR/PREFIX for a static address)",
+                 (DHCP keeps trying in the background; set `nodeos.network.ipv4` in package.json for a static address)",
                 client.nic,
                 timeout.as_secs()
             );
-            write_resolv_conf("")?;
+            if !client.fixed_dns {
+                write_resolv_conf("")?;
+            }
             None
         }
     };
@@ -241,15 +305,13 @@ impl Dhcp {
             o.addr == lease.addr && o.prefix == lease.prefix && o.router == lease.router
         });
         if !same_addr {
-            configure(
-                &self.sock,
-                &self.nic,
-                lease.addr,
-                lease.prefix,
-                lease.router,
-            )?;
+            let addr = Cidr {
+                addr: lease.addr,
+                prefix: lease.prefix,
+            };
+            configure(&self.sock, &self.nic, addr, lease.router)?;
         }
-        if old.is_none_or(|o| o.dns != lease.dns) {
+        if !self.fixed_dns && old.is_none_or(|o| o.dns != lease.dns) {
             write_resolv_conf(&dhcp::resolv_conf(lease))?;
         }
         Ok(())
@@ -353,8 +415,7 @@ fn sleep_until(t: Option<Instant>) {
 fn configure(
     sock: &NetSocket,
     iface: &str,
-    addr: Ipv4Addr,
-    prefix: u8,
+    addr: Cidr<Ipv4Addr>,
     gateway: Option<Ipv4Addr>,
 ) -> Result<(), Error> {
     let fail = |action| {
@@ -364,10 +425,9 @@ fn configure(
             source,
         }
     };
-    let mask = crate::cmdline::netmask(prefix);
-    sock.set_addr(iface, addr)
+    sock.set_addr(iface, addr.addr)
         .map_err(fail("set the IPv4 address"))?;
-    sock.set_netmask(iface, mask)
+    sock.set_netmask(iface, addr.netmask())
         .map_err(fail("set the netmask"))?;
     sock.set_up(iface).map_err(fail("bring the link up"))?;
     if let Some(gw) = gateway {

@@ -1,4 +1,4 @@
-//! Phase 7, shutdown: stop every remaining process, sync, power off.
+//! Phase 10, shutdown: stop every remaining process, sync, unmount, power off.
 //! Reached from every path (app exit, shutdown request, error, panic);
 //! PID 1 never returns from it.
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nodeos_manifest::console;
 use rustix::process::{Signal, WaitOptions};
 
-use crate::{log, say, sys};
+use crate::{log, mounts, say, sys, system};
 
 /// How long processes left after the app have between SIGTERM and SIGKILL.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -26,6 +26,7 @@ pub fn shutdown() -> ! {
         reap_all_until(Instant::now() + Duration::from_secs(1));
     }
     rustix::fs::sync();
+    mounts::unmount_all(&mut system::Linux);
     log::marker(console::POWER_OFF);
     if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
         say!("error: power off failed: {e}; halting here");

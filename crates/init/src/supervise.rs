@@ -1,17 +1,24 @@
-//! Phase 6, supervise: reap every child, watch the app, and stop it on
-//! request. The decisions are made by [`Supervisor`], a pure state machine
-//! (events and the clock in, actions out); [`supervise`] feeds it from a
-//! channel that the signal thread and the power-button threads write to.
+//! Phase 9, supervise: start the app, reap every child, restart the app by
+//! its restart policy with exponential backoff, detect crash loops and OOM
+//! kills, and stop it on request with a grace period.
+//!
+//! The decisions are made by [`Supervisor`], a pure state machine (events
+//! and the clock in, actions out); [`supervise`] feeds it from a channel
+//! that the signal thread and the power-button threads write to, and
+//! carries its actions out.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use nodeos_manifest::console::{self, AppExit};
+use nodeos_manifest::{AppConfig, RestartPolicy};
 use rustix::process::{Pid, Signal, WaitOptions};
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 
 use crate::error::Error;
-use crate::{input, log, say};
+use crate::sys::Credentials;
+use crate::{input, log, say, start};
 
 /// What wakes the main loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +62,19 @@ pub fn listen() -> Result<Events, Error> {
     Ok(Events { rx, _tx: tx })
 }
 
+/// Delay before the first restart; doubled after each quick exit.
+pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// The longest delay between restarts (also the delay in a crash loop).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run at least this long counts as healthy: the backoff starts over.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// This many exits within [`CRASH_LOOP_WINDOW`] is a crash loop.
+pub const CRASH_LOOP_EXITS: usize = 5;
+pub const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// How long the app's output pipes may stay open after it exited (by a
+/// child that inherited them) before its exit is logged anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Why a shutdown was requested (for the log line after the marker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -66,103 +86,297 @@ pub enum Reason {
 /// What the main loop must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Print this line as it is (a marker or a `nodeos-init: …` line).
+    /// Log this init message (a marker or a `nodeos-init: …` line).
     Print(String),
+    /// Start the next generation of the app, then report
+    /// [`Supervisor::started`] or [`Supervisor::start_failed`].
+    Start,
     /// SIGTERM to the app's process.
-    TermApp,
+    TermApp(i32),
     /// SIGKILL to the app and its process group.
-    KillApp,
-    /// The app is gone: supervision ends.
-    Done(AppExit),
+    KillApp(i32),
+    /// Supervision is over: go to the shutdown phase.
+    PowerOff,
 }
 
+/// The app's state, as the logs and (later) the status API name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Running,
-    Stopping { deadline: Instant },
-    Killed,
-    Exited(AppExit),
+    /// A start was asked for and not yet reported.
+    Starting,
+    Running {
+        pid: i32,
+        since: Instant,
+    },
+    /// Waiting to restart after an exit.
+    Backoff {
+        until: Instant,
+    },
+    /// Shutdown requested: SIGTERM sent, SIGKILL at `deadline`.
+    Stopping {
+        pid: i32,
+        deadline: Instant,
+    },
+    /// SIGKILL sent; waiting for the exit.
+    Killed {
+        pid: i32,
+    },
+    /// Over: the VM powers off.
+    Done,
+}
+
+/// The last exit of the app, as recorded for the logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitRecord {
+    pub generation: u32,
+    pub exit: AppExit,
+    /// The kernel's OOM killer ended it.
+    pub oom: bool,
 }
 
 /// The app's lifecycle as seen by PID 1.
 #[derive(Debug)]
 pub struct Supervisor {
-    app: i32,
+    policy: RestartPolicy,
     grace: Duration,
     state: State,
+    /// Starts so far (the current generation once running).
+    generation: u32,
+    /// Exits since the last healthy run (drives the backoff).
+    quick_exits: u32,
+    /// Exit times within the crash-loop window.
+    recent_exits: VecDeque<Instant>,
+    crash_loop: bool,
+    last_exit: Option<ExitRecord>,
 }
 
 impl Supervisor {
-    pub fn new(app: i32, grace: Duration) -> Self {
+    pub fn new(policy: RestartPolicy, grace: Duration) -> Self {
         Supervisor {
-            app,
+            policy,
             grace,
-            state: State::Running,
+            state: State::Starting,
+            generation: 0,
+            quick_exits: 0,
+            recent_exits: VecDeque::new(),
+            crash_loop: false,
+            last_exit: None,
         }
     }
 
-    /// A child was reaped with raw wait status `status`.
-    pub fn child_exited(&mut self, pid: i32, status: i32) -> Vec<Action> {
-        if pid != self.app || matches!(self.state, State::Exited(_)) {
+    /// The first actions: start generation 1.
+    pub fn begin(&mut self) -> Vec<Action> {
+        self.state = State::Starting;
+        vec![Action::Start]
+    }
+
+    /// The generation the next (or current) start has.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn last_exit(&self) -> Option<ExitRecord> {
+        self.last_exit
+    }
+
+    pub fn in_crash_loop(&self) -> bool {
+        self.crash_loop
+    }
+
+    /// The app of generation [`Supervisor::generation`] `+ 1` is running as `pid`.
+    pub fn started(&mut self, pid: i32, now: Instant) -> Vec<Action> {
+        self.generation += 1;
+        self.state = State::Running { pid, since: now };
+        Vec::new()
+    }
+
+    /// The app could not even be started (node missing, not executable):
+    /// retrying cannot help, the state is `failed` and the VM powers off.
+    pub fn start_failed(&mut self) -> Vec<Action> {
+        self.generation += 1;
+        self.state = State::Done;
+        let exit = AppExit::Code(127);
+        self.last_exit = Some(ExitRecord {
+            generation: self.generation,
+            exit,
+            oom: false,
+        });
+        vec![
+            Action::Print(format!(
+                "{}app state failed: it could not be started",
+                console::PREFIX
+            )),
+            Action::Print(console::app_exited_line(exit)),
+            Action::PowerOff,
+        ]
+    }
+
+    /// A child was reaped with raw wait status `status`; `oom` says the
+    /// kernel's OOM killer killed something since the app started.
+    pub fn child_exited(&mut self, pid: i32, status: i32, oom: bool, now: Instant) -> Vec<Action> {
+        let (app, since) = match self.state {
+            State::Running { pid, since } => (pid, Some(since)),
+            State::Stopping { pid, .. } | State::Killed { pid } => (pid, None),
+            _ => return Vec::new(),
+        };
+        if pid != app {
             return Vec::new(); // an orphan: reaping it was all there was to do
         }
         let Some(exit) = app_exit(status) else {
             return Vec::new();
         };
-        self.state = State::Exited(exit);
-        vec![
-            Action::Print(console::app_exited_line(exit)),
-            Action::Done(exit),
-        ]
+        // OOM only explains a SIGKILL init did not send itself.
+        let oom = oom && exit == AppExit::Signal(9) && since.is_some();
+        self.last_exit = Some(ExitRecord {
+            generation: self.generation,
+            exit,
+            oom,
+        });
+        let mut line = console::app_exited_line(exit);
+        if oom {
+            line.push_str(" (out of memory: killed by the kernel's OOM killer)");
+        }
+        let mut actions = vec![Action::Print(line)];
+        let Some(since) = since else {
+            self.state = State::Done; // it was being stopped
+            actions.push(Action::PowerOff);
+            return actions;
+        };
+        let restart = match self.policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !exit.success(),
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            self.state = State::Done;
+            actions.push(Action::Print(format!(
+                "{}restart policy {}: not restarting; powering off",
+                console::PREFIX,
+                self.policy.as_str()
+            )));
+            actions.push(Action::PowerOff);
+            return actions;
+        }
+        if now.saturating_duration_since(since) >= HEALTHY_AFTER {
+            self.quick_exits = 0;
+            self.recent_exits.clear();
+            self.crash_loop = false;
+        }
+        self.quick_exits += 1;
+        self.recent_exits.push_back(now);
+        while self
+            .recent_exits
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > CRASH_LOOP_WINDOW)
+        {
+            self.recent_exits.pop_front();
+        }
+        let mut delay = backoff(self.quick_exits);
+        if self.recent_exits.len() >= CRASH_LOOP_EXITS {
+            if !self.crash_loop {
+                actions.push(Action::Print(format!(
+                    "{}app state crash-loop: {} exits within {}s; retrying every {}s",
+                    console::PREFIX,
+                    self.recent_exits.len(),
+                    CRASH_LOOP_WINDOW.as_secs(),
+                    BACKOFF_MAX.as_secs()
+                )));
+            }
+            self.crash_loop = true;
+            delay = BACKOFF_MAX;
+        }
+        actions.push(Action::Print(format!(
+            "{}restarting the app in {} (restart {}, policy {})",
+            console::PREFIX,
+            human(delay),
+            self.generation,
+            self.policy.as_str()
+        )));
+        self.state = State::Backoff { until: now + delay };
+        actions
     }
 
     /// SIGTERM/SIGINT to PID 1 or the power button, at time `now`.
     pub fn shutdown_requested(&mut self, reason: Reason, now: Instant) -> Vec<Action> {
-        if self.state != State::Running {
-            return Vec::new(); // already stopping: the grace deadline stands
-        }
-        self.state = State::Stopping {
-            deadline: now + self.grace,
-        };
         let why = match reason {
             Reason::Sigterm => "SIGTERM to init",
             Reason::CtrlAltDel => "Ctrl-Alt-Del",
             Reason::PowerButton => "power button",
         };
-        vec![
-            Action::Print(console::SHUTDOWN_REQUESTED.to_string()),
-            Action::Print(format!(
-                "{}{why}: sending SIGTERM to the app, SIGKILL in {}s",
-                console::PREFIX,
-                self.grace.as_secs()
-            )),
-            Action::TermApp,
-        ]
+        match self.state {
+            State::Running { pid, .. } => {
+                self.state = State::Stopping {
+                    pid,
+                    deadline: now + self.grace,
+                };
+                vec![
+                    Action::Print(console::SHUTDOWN_REQUESTED.to_string()),
+                    Action::Print(format!(
+                        "{}{why}: sending SIGTERM to the app, SIGKILL in {}s",
+                        console::PREFIX,
+                        self.grace.as_secs()
+                    )),
+                    Action::TermApp(pid),
+                ]
+            }
+            State::Starting | State::Backoff { .. } => {
+                self.state = State::Done;
+                vec![
+                    Action::Print(console::SHUTDOWN_REQUESTED.to_string()),
+                    Action::Print(format!(
+                        "{}{why}: the app is not running (waiting to restart)",
+                        console::PREFIX
+                    )),
+                    Action::PowerOff,
+                ]
+            }
+            // Already stopping: the grace deadline stands.
+            State::Stopping { .. } | State::Killed { .. } | State::Done => Vec::new(),
+        }
     }
 
     /// When [`Supervisor::tick`] must be called next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
-            State::Stopping { deadline } => Some(deadline),
+            State::Stopping { deadline, .. } => Some(deadline),
+            State::Backoff { until } => Some(until),
             _ => None,
         }
     }
 
-    /// Time passed: kills the app once the grace period is over.
+    /// Time passed: restarts after the backoff, kills after the grace period.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         match self.state {
-            State::Stopping { deadline } if now >= deadline => {
-                self.state = State::Killed;
+            State::Backoff { until } if now >= until => {
+                self.state = State::Starting;
+                vec![Action::Start]
+            }
+            State::Stopping { pid, deadline } if now >= deadline => {
+                self.state = State::Killed { pid };
                 vec![
                     Action::Print(format!(
                         "{}grace period over: sending SIGKILL to the app",
                         console::PREFIX
                     )),
-                    Action::KillApp,
+                    Action::KillApp(pid),
                 ]
             }
             _ => Vec::new(),
         }
+    }
+}
+
+/// The delay before restart number `n` (1-based): 1 s, 2 s, 4 s, … capped.
+pub fn backoff(n: u32) -> Duration {
+    let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+    BACKOFF_INITIAL.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -179,15 +393,73 @@ pub fn app_exit(status: i32) -> Option<AppExit> {
     }
 }
 
-/// Supervises the app until it has exited; returns how it ended.
-pub fn supervise(app: Pid, grace: Duration, events: &Events) -> AppExit {
-    let mut sup = Supervisor::new(app.as_raw_nonzero().get(), grace);
+/// What init knows about the running generation.
+struct Running {
+    pid: Pid,
+    drain: log::Drain,
+    oom_kills_before: Option<u64>,
+}
+
+/// Starts and supervises the app until supervision is over (the policy
+/// says not to restart, or a shutdown was requested and the app is gone).
+pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
+    let grace = Duration::from_secs(u64::from(app.settings.grace));
+    let mut sup = Supervisor::new(app.settings.restart, grace);
+    let mut running: Option<Running> = None;
+    let mut queue: VecDeque<Action> = sup.begin().into();
     loop {
+        while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Print(line) => log::marker(&line),
+                Action::Start => {
+                    let oom_kills_before = oom_kills();
+                    let actions = match start::spawn(app, creds, sup.generation() + 1) {
+                        Ok((pid, drain)) => {
+                            running = Some(Running {
+                                pid,
+                                drain,
+                                oom_kills_before,
+                            });
+                            sup.started(pid.as_raw_nonzero().get(), Instant::now())
+                        }
+                        Err(err) => {
+                            say!("error: {}", crate::error_chain(&err));
+                            sup.start_failed()
+                        }
+                    };
+                    queue.extend(actions);
+                }
+                // ESRCH (already gone, not yet reaped) is fine for both.
+                Action::TermApp(pid) => {
+                    if let Some(pid) = Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, Signal::TERM);
+                    }
+                }
+                Action::KillApp(pid) => {
+                    if let Some(pid) = Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+                        let _ = rustix::process::kill_process(pid, Signal::KILL);
+                    }
+                }
+                Action::PowerOff => return,
+            }
+        }
         // Reap everything that has exited: the app and any orphan.
         while let Some((pid, status)) = reap_one() {
-            if let Some(exit) = apply(sup.child_exited(pid, status), app) {
-                return exit;
-            }
+            let oom = match &running {
+                Some(r) if r.pid.as_raw_nonzero().get() == pid => {
+                    // The app's last words first, then its exit.
+                    r.drain.drained(DRAIN_TIMEOUT);
+                    let before = r.oom_kills_before;
+                    running = None;
+                    matches!((before, oom_kills()), (Some(b), Some(a)) if a > b)
+                }
+                _ => false,
+            };
+            queue.extend(sup.child_exited(pid, status, oom, Instant::now()));
+        }
+        if !queue.is_empty() {
+            continue;
         }
         let event = match sup.deadline() {
             Some(deadline) => events
@@ -195,17 +467,27 @@ pub fn supervise(app: Pid, grace: Duration, events: &Events) -> AppExit {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now())),
             None => events.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
-        let actions = match event {
+        let now = Instant::now();
+        queue.extend(match event {
             Ok(Event::Signal(SIGCHLD)) => continue,
-            Ok(Event::Signal(SIGINT)) => sup.shutdown_requested(Reason::CtrlAltDel, Instant::now()),
-            Ok(Event::Signal(_)) => sup.shutdown_requested(Reason::Sigterm, Instant::now()),
-            Ok(Event::PowerButton) => sup.shutdown_requested(Reason::PowerButton, Instant::now()),
-            Err(_) => sup.tick(Instant::now()),
-        };
-        if let Some(exit) = apply(actions, app) {
-            return exit;
-        }
+            Ok(Event::Signal(SIGINT)) => sup.shutdown_requested(Reason::CtrlAltDel, now),
+            Ok(Event::Signal(_)) => sup.shutdown_requested(Reason::Sigterm, now),
+            Ok(Event::PowerButton) => sup.shutdown_requested(Reason::PowerButton, now),
+            Err(_) => sup.tick(now),
+        });
     }
+}
+
+/// The kernel's count of OOM kills since boot (`oom_kill` in /proc/vmstat).
+pub fn oom_kills() -> Option<u64> {
+    parse_oom_kills(&std::fs::read_to_string("/proc/vmstat").ok()?)
+}
+
+pub fn parse_oom_kills(vmstat: &str) -> Option<u64> {
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// Reaps one exited child, whatever its process group, without blocking:
@@ -222,22 +504,6 @@ pub fn reap_one() -> Option<(i32, i32)> {
     }
 }
 
-fn apply(actions: Vec<Action>, app: Pid) -> Option<AppExit> {
-    for action in actions {
-        match action {
-            Action::Print(line) => log::marker(&line),
-            // ESRCH (already gone, not yet reaped) is fine for both.
-            Action::TermApp => drop(rustix::process::kill_process(app, Signal::TERM)),
-            Action::KillApp => {
-                let _ = rustix::process::kill_process_group(app, Signal::KILL);
-                let _ = rustix::process::kill_process(app, Signal::KILL);
-            }
-            Action::Done(exit) => return Some(exit),
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +512,29 @@ mod tests {
 
     fn raw_exit(code: i32) -> i32 {
         code << 8
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn lines(actions: &[Action]) -> Vec<&str> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Print(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A supervisor whose app (generation 1) is running since `t0`.
+    fn running(policy: RestartPolicy, t0: Instant) -> Supervisor {
+        let mut s = Supervisor::new(policy, secs(10));
+        assert_eq!(s.begin(), [Action::Start]);
+        assert!(s.started(APP, t0).is_empty());
+        assert_eq!(s.generation(), 1);
+        s
     }
 
     #[test]
@@ -259,59 +548,221 @@ mod tests {
     }
 
     #[test]
-    fn app_exit_ends_supervision_with_the_marker() {
-        let mut s = Supervisor::new(APP, Duration::from_secs(10));
-        assert!(s.child_exited(7, 0).is_empty(), "orphans are only reaped");
-        let actions = s.child_exited(APP, raw_exit(3));
+    fn backoff_doubles_up_to_the_cap() {
+        let delays: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn policy_always_restarts_after_a_backoff_and_counts_generations() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Always, t0);
+        assert!(
+            s.child_exited(7, 0, false, t0).is_empty(),
+            "orphans are only reaped"
+        );
+        let t1 = t0 + secs(2);
+        let actions = s.child_exited(APP, raw_exit(3), false, t1);
         assert_eq!(
-            actions,
+            lines(&actions),
             [
-                Action::Print("nodeos-init: app exited code=3".into()),
-                Action::Done(AppExit::Code(3))
+                "nodeos-init: app exited code=3",
+                "nodeos-init: restarting the app in 1s (restart 1, policy always)"
             ]
+        );
+        assert_eq!(s.deadline(), Some(t1 + secs(1)));
+        assert!(s.tick(t1).is_empty(), "never restarts before the backoff");
+        assert_eq!(s.tick(t1 + secs(1)), [Action::Start]);
+        s.started(APP + 1, t1 + secs(1));
+        assert_eq!(s.generation(), 2);
+        let actions = s.child_exited(APP + 1, raw_exit(0), false, t1 + secs(2));
+        assert!(
+            lines(&actions)[1].contains("in 2s (restart 2"),
+            "{actions:?}"
+        );
+        assert_eq!(
+            s.last_exit(),
+            Some(ExitRecord {
+                generation: 2,
+                exit: AppExit::Code(0),
+                oom: false
+            })
         );
     }
 
     #[test]
-    fn shutdown_terms_then_kills_after_grace() {
+    fn a_healthy_run_resets_the_backoff() {
         let t0 = Instant::now();
-        let mut s = Supervisor::new(APP, Duration::from_secs(10));
-        assert_eq!(s.deadline(), None);
-        let actions = s.shutdown_requested(Reason::PowerButton, t0);
+        let mut s = running(RestartPolicy::Always, t0);
+        s.child_exited(APP, raw_exit(1), false, t0 + secs(1));
+        s.tick(t0 + secs(2));
+        s.started(APP, t0 + secs(2));
+        s.child_exited(APP, raw_exit(1), false, t0 + secs(3));
+        assert_eq!(s.deadline(), Some(t0 + secs(5)), "second quick exit: 2s");
+        s.tick(t0 + secs(5));
+        s.started(APP, t0 + secs(5));
+        let t = t0 + secs(5) + HEALTHY_AFTER;
+        s.child_exited(APP, raw_exit(1), false, t);
         assert_eq!(
-            actions[0],
-            Action::Print(console::SHUTDOWN_REQUESTED.into())
+            s.deadline(),
+            Some(t + secs(1)),
+            "after a long run: 1s again"
         );
-        assert_eq!(actions.last(), Some(&Action::TermApp));
-        assert_eq!(s.deadline(), Some(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn quick_exits_become_a_crash_loop_that_retries_slowly() {
+        let mut now = Instant::now();
+        let mut s = running(RestartPolicy::Always, now);
+        let mut crash_lines = 0;
+        for round in 1..=7 {
+            now += secs(1);
+            let actions = s.child_exited(APP, raw_exit(1), false, now);
+            crash_lines += lines(&actions)
+                .iter()
+                .filter(|l| l.contains("app state crash-loop"))
+                .count();
+            assert_eq!(
+                s.in_crash_loop(),
+                round >= CRASH_LOOP_EXITS,
+                "round {round}"
+            );
+            let until = s.deadline().unwrap();
+            if round >= CRASH_LOOP_EXITS {
+                assert_eq!(until - now, BACKOFF_MAX, "round {round}");
+            }
+            now = until;
+            assert_eq!(s.tick(now), [Action::Start]);
+            s.started(APP, now);
+        }
+        assert_eq!(crash_lines, 1, "the state change is logged once");
+    }
+
+    #[test]
+    fn policy_on_failure_stops_after_a_clean_exit() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::OnFailure, t0);
+        let actions = s.child_exited(APP, 15, false, t0);
+        assert!(matches!(actions.last(), Some(Action::Print(l)) if l.contains("restarting")));
+        s.tick(t0 + secs(1));
+        s.started(APP, t0 + secs(1));
+        let actions = s.child_exited(APP, raw_exit(0), false, t0 + secs(2));
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert!(lines(&actions)[1].contains("restart policy on-failure: not restarting"));
+        assert_eq!(s.deadline(), None);
+    }
+
+    #[test]
+    fn policy_never_powers_off_on_any_exit() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Never, t0);
+        let actions = s.child_exited(APP, raw_exit(1), false, t0);
+        assert_eq!(lines(&actions)[0], "nodeos-init: app exited code=1");
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
+    }
+
+    #[test]
+    fn oom_kills_are_reported_as_such() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Always, t0);
+        let actions = s.child_exited(APP, 9, true, t0);
+        assert_eq!(
+            lines(&actions)[0],
+            "nodeos-init: app exited signal=9 (out of memory: killed by the kernel's OOM killer)"
+        );
+        assert!(s.last_exit().unwrap().oom);
+        assert_eq!(
+            console::parse_app_exited(lines(&actions)[0]),
+            Some(AppExit::Signal(9))
+        );
+        // An OOM kill elsewhere does not explain an exit code.
+        s.tick(t0 + secs(1));
+        s.started(APP, t0 + secs(1));
+        let actions = s.child_exited(APP, raw_exit(1), true, t0 + secs(2));
+        assert_eq!(lines(&actions)[0], "nodeos-init: app exited code=1");
+    }
+
+    #[test]
+    fn shutdown_terms_then_kills_after_grace_and_never_restarts() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Always, t0);
+        let actions = s.shutdown_requested(Reason::PowerButton, t0);
+        assert_eq!(lines(&actions)[0], console::SHUTDOWN_REQUESTED);
+        assert_eq!(actions.last(), Some(&Action::TermApp(APP)));
+        assert_eq!(s.deadline(), Some(t0 + secs(10)));
 
         // A second request does not restart the grace period or re-send.
         assert!(
-            s.shutdown_requested(Reason::Sigterm, t0 + Duration::from_secs(5))
+            s.shutdown_requested(Reason::Sigterm, t0 + secs(5))
                 .is_empty()
         );
-        assert!(s.tick(t0 + Duration::from_secs(9)).is_empty());
-        let actions = s.tick(t0 + Duration::from_secs(10));
-        assert_eq!(actions.last(), Some(&Action::KillApp));
+        assert!(s.tick(t0 + secs(9)).is_empty());
+        let actions = s.tick(t0 + secs(10));
+        assert_eq!(actions.last(), Some(&Action::KillApp(APP)));
         assert_eq!(s.deadline(), None);
-        assert!(
-            s.tick(t0 + Duration::from_secs(20)).is_empty(),
-            "kills once"
-        );
+        assert!(s.tick(t0 + secs(20)).is_empty(), "kills once");
 
-        let actions = s.child_exited(APP, 9);
-        assert_eq!(actions.last(), Some(&Action::Done(AppExit::Signal(9))));
+        let actions = s.child_exited(APP, 9, true, t0 + secs(11));
+        assert_eq!(
+            lines(&actions),
+            ["nodeos-init: app exited signal=9"],
+            "init's own SIGKILL is not an OOM kill"
+        );
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
     }
 
     #[test]
     fn app_that_stops_in_time_is_not_killed() {
         let t0 = Instant::now();
-        let mut s = Supervisor::new(APP, Duration::from_secs(10));
+        let mut s = running(RestartPolicy::Always, t0);
         s.shutdown_requested(Reason::Sigterm, t0);
-        let actions = s.child_exited(APP, raw_exit(0));
-        assert_eq!(actions.last(), Some(&Action::Done(AppExit::Code(0))));
-        assert!(s.tick(t0 + Duration::from_secs(11)).is_empty());
+        let actions = s.child_exited(APP, raw_exit(0), false, t0 + secs(1));
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert!(s.tick(t0 + secs(11)).is_empty());
         assert!(s.shutdown_requested(Reason::PowerButton, t0).is_empty());
+    }
+
+    #[test]
+    fn shutdown_while_waiting_to_restart_powers_off_at_once() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Always, t0);
+        s.child_exited(APP, raw_exit(1), false, t0);
+        let actions = s.shutdown_requested(Reason::CtrlAltDel, t0);
+        assert_eq!(lines(&actions)[0], console::SHUTDOWN_REQUESTED);
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert!(s.tick(t0 + secs(5)).is_empty(), "no restart after that");
+    }
+
+    #[test]
+    fn an_app_that_cannot_start_is_failed_with_code_127() {
+        let mut s = Supervisor::new(RestartPolicy::Always, secs(10));
+        s.begin();
+        let actions = s.start_failed();
+        assert_eq!(
+            lines(&actions),
+            [
+                "nodeos-init: app state failed: it could not be started",
+                "nodeos-init: app exited code=127"
+            ]
+        );
+        assert_eq!(actions.last(), Some(&Action::PowerOff));
+    }
+
+    #[test]
+    fn zero_grace_kills_at_once() {
+        let t0 = Instant::now();
+        let mut s = Supervisor::new(RestartPolicy::Always, Duration::ZERO);
+        s.begin();
+        s.started(APP, t0);
+        s.shutdown_requested(Reason::CtrlAltDel, t0);
+        assert_eq!(s.tick(t0).last(), Some(&Action::KillApp(APP)));
+    }
+
+    #[test]
+    fn oom_kill_counter_is_read_from_vmstat() {
+        assert_eq!(parse_oom_kills("pgfault 10\noom_kill 3\nfoo 1\n"), Some(3));
+        assert_eq!(parse_oom_kills("pgfault 10\n"), None);
     }
 
     /// Regression: init reaped with `waitpid(0)`, which misses children in
@@ -338,13 +789,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn zero_grace_kills_at_once() {
-        let t0 = Instant::now();
-        let mut s = Supervisor::new(APP, Duration::ZERO);
-        s.shutdown_requested(Reason::CtrlAltDel, t0);
-        assert_eq!(s.tick(t0).last(), Some(&Action::KillApp));
     }
 }

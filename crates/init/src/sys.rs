@@ -1,11 +1,12 @@
 //! Every `unsafe` block of init lives here, each with a `// SAFETY:` note:
-//! the IPv4 interface/route ioctls (rustix has no safe wrappers for them),
-//! `kill(-1, sig)` (rustix's `Pid` cannot be -1), and the `setsid` hook run
-//! in the forked child before it execs node.
+//! the IPv4 and IPv6 interface/route ioctls (rustix has no safe wrappers
+//! for them), `kill(-1, sig)` (rustix's `Pid` cannot be -1), and the hook
+//! run in the forked child before it execs node (new session, privileges
+//! dropped).
 
 use std::ffi::CString;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -151,6 +152,81 @@ impl NetSocket {
     }
 }
 
+/// `struct in6_ifreq` of `<linux/ipv6.h>`.
+#[repr(C)]
+struct In6IfReq {
+    addr: [u8; 16],
+    prefixlen: u32,
+    ifindex: libc::c_int,
+}
+
+/// `struct in6_rtmsg` of `<linux/ipv6_route.h>` (the libc crate's has
+/// private fields).
+#[repr(C)]
+struct In6RtMsg {
+    dst: [u8; 16],
+    src: [u8; 16],
+    gateway: [u8; 16],
+    rtype: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// An AF_INET6 datagram socket for the IPv6 address and route ioctls.
+pub struct Net6Socket(NetSocket);
+
+impl Net6Socket {
+    pub fn new() -> io::Result<Self> {
+        Ok(Net6Socket(NetSocket(rustix::net::socket(
+            AddressFamily::INET6,
+            SocketType::DGRAM,
+            None,
+        )?)))
+    }
+
+    fn index(iface: &str) -> io::Result<libc::c_int> {
+        let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))?;
+        text.trim().parse().map_err(io::Error::other)
+    }
+
+    /// Adds `addr/prefix` to the interface (SIOCSIFADDR on AF_INET6).
+    pub fn add_addr(&self, iface: &str, addr: Ipv6Addr, prefix: u8) -> io::Result<()> {
+        let mut req = In6IfReq {
+            addr: addr.octets(),
+            prefixlen: u32::from(prefix),
+            ifindex: Self::index(iface)?,
+        };
+        match self.0.ioctl(libc::SIOCSIFADDR as _, &mut req) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Adds the IPv6 default route via `gateway` (SIOCADDRT on AF_INET6).
+    pub fn add_default_route(&self, iface: &str, gateway: Ipv6Addr) -> io::Result<()> {
+        let mut rt = In6RtMsg {
+            dst: [0; 16],
+            src: [0; 16],
+            gateway: gateway.octets(),
+            rtype: 0,
+            dst_len: 0,
+            src_len: 0,
+            metric: 1,
+            info: 0,
+            flags: (libc::RTF_UP | libc::RTF_GATEWAY) as u32,
+            ifindex: Self::index(iface)?,
+        };
+        match self.0.ioctl(libc::SIOCADDRT as _, &mut rt) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+}
+
 /// `kill(-1, sig)`: signals every process except PID 1 itself and kernel
 /// threads. No process left (`ESRCH`) is not an error.
 pub fn kill_all(sig: rustix::process::Signal) -> io::Result<()> {
@@ -180,6 +256,47 @@ pub fn new_session(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// The user the app becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Like [`new_session`], then, still in the child before exec: drops every
+/// capability from the bounding set, clears the supplementary groups,
+/// switches to `creds` (real, effective and saved ids; leaving uid 0
+/// clears the permitted, effective and ambient capabilities), and sets
+/// `no_new_privs` so no setuid file or file capability can give any back.
+pub fn unprivileged_session(cmd: &mut Command, creds: Credentials) -> &mut Command {
+    let uid = rustix::process::Uid::from_raw(creds.uid);
+    let gid = rustix::process::Gid::from_raw(creds.gid);
+    // SAFETY: the closure runs in the forked child before exec. It only makes
+    // raw system calls (setsid, prctl, setgroups, setresgid, setresuid) through
+    // rustix's linux_raw backend and libc's thin `prctl` wrapper, and reads
+    // errno: no allocation, no locks, async-signal-safe. The per-thread
+    // set*id calls are right here: the forked child has exactly one thread.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid()?;
+            for cap in 0..64 {
+                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                    let err = io::Error::last_os_error();
+                    if err.raw_os_error() == Some(libc::EINVAL) {
+                        break; // past the kernel's last capability
+                    }
+                    return Err(err);
+                }
+            }
+            rustix::thread::set_thread_groups(&[])?;
+            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+            rustix::thread::set_no_new_privs(true)?;
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +313,42 @@ mod tests {
     fn struct_sizes_match_the_kernel() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
         assert_eq!(std::mem::size_of::<RtEntry>(), 120);
+        assert_eq!(std::mem::size_of::<In6IfReq>(), 24);
+        assert_eq!(std::mem::size_of::<In6RtMsg>(), 80);
+    }
+
+    /// The child runs as the given user with no capabilities at all and
+    /// no_new_privs. Needs root to switch users (CI runs as root).
+    #[test]
+    fn unprivileged_session_drops_everything() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to change user");
+            return;
+        }
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args([
+            "-c",
+            "id -u; id -g; id -G; grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status",
+        ]);
+        unprivileged_session(
+            &mut cmd,
+            Credentials {
+                uid: 1000,
+                gid: 1000,
+            },
+        );
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(&lines[..3], ["1000", "1000", "1000"], "{text}");
+        for line in &lines[3..8] {
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+        assert_eq!(
+            lines[8].split_whitespace().collect::<Vec<_>>(),
+            ["NoNewPrivs:", "1"]
+        );
     }
 
     #[test]

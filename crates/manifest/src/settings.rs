@@ -190,15 +190,14 @@ impl Network {
                 ),
             ));
         }
-        if let Some(v4) = &self.ipv4 {
-            if let Some(gw) = v4.gateway
-                && !v4.address.contains(gw)
-            {
-                return Err(SettingsError::new(
-                    "network.ipv4.gateway",
-                    format!("{gw} is not inside {}", v4.address),
-                ));
-            }
+        if let Some(v4) = &self.ipv4
+            && let Some(gw) = v4.gateway
+            && !v4.address.contains(gw)
+        {
+            return Err(SettingsError::new(
+                "network.ipv4.gateway",
+                format!("{gw} is not inside {}", v4.address),
+            ));
         }
         for name in self.hosts.keys() {
             if !is_hostname(name) {
