@@ -7,8 +7,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nodeos_manifest::{
-    APP_CONFIG_PATH, APP_DIR, AppConfig, Artifact, INIT_PATH, KernelInfo, MANIFEST_FILE,
-    MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile, RootfsInfo,
+    APP_CONFIG_PATH, APP_DIR, APP_GID, APP_UID, APP_USER, AppConfig, Artifact, INIT_PATH,
+    KernelInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile, RUN_HOSTS,
+    RUN_RESOLV_CONF, RootfsInfo,
 };
 use sha2::{Digest, Sha256};
 
@@ -25,8 +26,7 @@ use crate::{Reporter, cache};
 pub const KERNEL_FILE: &str = "kernel";
 /// File name of the root filesystem inside an image directory.
 pub const ROOTFS_FILE: &str = "rootfs.img";
-/// The port the app is told to listen on (`PORT`) unless configured otherwise.
-pub const DEFAULT_PORT: u16 = 3000;
+pub use nodeos_manifest::settings::DEFAULT_PORT;
 
 /// What to build and how.
 #[derive(Debug, Clone)]
@@ -320,44 +320,58 @@ fn stage_root(plan: &Plan<'_>, staging: &Staging) -> Result<(), BuildError> {
         }
     }
 
-    let config = app_config(plan.project);
+    stage_etc(plan.project, staging)
+}
+
+/// Writes the guest's `/etc`: the app config, the users, and the links to
+/// the files init writes under `/run` at boot.
+fn stage_etc(project: &Project, staging: &Staging) -> Result<(), BuildError> {
+    let config = app_config(project);
     let json = serde_json::to_vec_pretty(&config).expect("app config serialises");
     staging.write(APP_CONFIG_PATH, &json, 0o644)?;
-    staging.write(
-        "/etc/hosts",
-        b"127.0.0.1\tlocalhost\n::1\tlocalhost\n",
-        0o644,
-    )?;
-    staging.write("/etc/passwd", b"root:x:0:0:root:/tmp:/sbin/init\n", 0o644)?;
-    staging.write("/etc/group", b"root:x:0:\n", 0o644)?;
+    let passwd = format!(
+        "root:x:0:0:root:/tmp:/sbin/init\n\
+         {APP_USER}:x:{APP_UID}:{APP_GID}:{APP_USER}:/tmp:/sbin/init\n"
+    );
+    staging.write("/etc/passwd", passwd.as_bytes(), 0o644)?;
+    let group = format!("root:x:0:\n{APP_USER}:x:{APP_GID}:\n");
+    staging.write("/etc/group", group.as_bytes(), 0o644)?;
     let os_release = format!(
         "NAME=nodeos\nID=nodeos\nVERSION_ID={}\nPRETTY_NAME=\"nodeos {} ({} {})\"\n",
         env!("CARGO_PKG_VERSION"),
         env!("CARGO_PKG_VERSION"),
-        plan.project.name,
-        plan.project.version
+        project.name,
+        project.version
     );
     staging.write("/etc/os-release", os_release.as_bytes(), 0o644)?;
-    staging.symlink("/etc/resolv.conf", Path::new("../run/resolv.conf"))?;
+    staging.symlink("/etc/hosts", &relative_to_etc(RUN_HOSTS))?;
+    staging.symlink("/etc/resolv.conf", &relative_to_etc(RUN_RESOLV_CONF))?;
     Ok(())
 }
 
-/// What nodeos-init starts: node on the entry, in the app's root.
+/// The target of a symlink in `/etc` to the absolute guest path `path`
+/// (`/run/hosts` → `../run/hosts`), so it also resolves on the host.
+fn relative_to_etc(path: &str) -> PathBuf {
+    Path::new("..").join(path.trim_start_matches('/'))
+}
+
+/// What nodeos-init starts: node on the entry, in the app's root, with the
+/// settings and environment of package.json's `"nodeos"` key. `NODE_ENV`
+/// is `production` unless `nodeos.env` says otherwise; `PORT`, `PATH` and
+/// `HOME` are left to init (`PORT` comes from `settings.port`).
 pub fn app_config(project: &Project) -> AppConfig {
     let mut args = project.node_args.clone();
     args.push(project.entry.clone());
     args.extend(project.entry_args.iter().cloned());
-    let env = BTreeMap::from([
-        ("NODE_ENV".to_owned(), "production".to_owned()),
-        ("PORT".to_owned(), DEFAULT_PORT.to_string()),
-    ]);
+    let mut env = BTreeMap::from([("NODE_ENV".to_owned(), "production".to_owned())]);
+    env.extend(project.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     AppConfig {
         name: project.name.clone(),
         node: NODE_PATH.to_owned(),
         workdir: APP_DIR.to_owned(),
         args,
         env,
-        settings: Default::default(),
+        settings: project.settings.clone(),
     }
 }
 
@@ -487,6 +501,74 @@ mod tests {
             names(parent.path()),
             [".hello.tmp-keep", ".other.tmp-abc.nodeos", "hello.nodeos"]
         );
+    }
+
+    fn project(package_json: &str) -> (tempfile::TempDir, Project) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("package.json"), package_json).unwrap();
+        fs::write(dir.path().join("index.js"), "").unwrap();
+        let project = Project::load(dir.path()).unwrap();
+        (dir, project)
+    }
+
+    #[test]
+    fn app_config_defaults_without_a_nodeos_key() {
+        let (_dir, project) = project(r#"{"name":"hello","version":"1.0.0"}"#);
+        let config = app_config(&project);
+        assert_eq!(config.args, ["index.js"]);
+        assert_eq!(
+            config.env,
+            BTreeMap::from([("NODE_ENV".to_owned(), "production".to_owned())])
+        );
+        assert_eq!(config.settings, nodeos_manifest::Settings::default());
+        assert_eq!(config.settings.port, DEFAULT_PORT);
+    }
+
+    #[test]
+    fn app_config_carries_the_nodeos_key() {
+        let (_dir, project) = project(
+            r#"{"name":"hello","version":"1.0.0","nodeos":{
+                "restart":"never","port":80,"env":{"NODE_ENV":"staging","LOG_LEVEL":"debug"}}}"#,
+        );
+        let config = app_config(&project);
+        assert_eq!(
+            config.settings.restart,
+            nodeos_manifest::RestartPolicy::Never
+        );
+        assert_eq!(config.settings.port, 80);
+        assert_eq!(config.env["NODE_ENV"], "staging");
+        assert_eq!(config.env["LOG_LEVEL"], "debug");
+        assert!(!config.env.contains_key("PORT"), "init sets PORT");
+        let json = serde_json::to_string(&config).unwrap();
+        let back: AppConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn etc_has_the_app_user_and_links_to_run() {
+        let (_dir, project) = project(r#"{"name":"hello","version":"1.0.0"}"#);
+        let root = tempfile::tempdir().unwrap();
+        stage_etc(&project, &Staging::new(root.path().to_owned())).unwrap();
+        let etc = root.path().join("etc");
+        assert_eq!(
+            fs::read_to_string(etc.join("passwd")).unwrap(),
+            "root:x:0:0:root:/tmp:/sbin/init\napp:x:1000:1000:app:/tmp:/sbin/init\n"
+        );
+        assert_eq!(
+            fs::read_to_string(etc.join("group")).unwrap(),
+            "root:x:0:\napp:x:1000:\n"
+        );
+        assert_eq!(
+            fs::read_link(etc.join("hosts")).unwrap(),
+            Path::new("../run/hosts")
+        );
+        assert_eq!(
+            fs::read_link(etc.join("resolv.conf")).unwrap(),
+            Path::new("../run/resolv.conf")
+        );
+        let config: AppConfig =
+            serde_json::from_slice(&fs::read(etc.join("nodeos/app.json")).unwrap()).unwrap();
+        assert_eq!(config, app_config(&project));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod build;
 pub mod cache;
+pub mod config;
 pub mod deps;
 pub mod elf;
 pub mod kernel;

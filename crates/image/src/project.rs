@@ -19,7 +19,10 @@ use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use nodeos_manifest::Settings;
 use serde_json::{Map, Value};
+
+use crate::config;
 
 /// An npm project, as read from its `package.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,12 @@ pub struct Project {
     pub dependencies: BTreeMap<String, String>,
     /// `optionalDependencies`: name → version range.
     pub optional_dependencies: BTreeMap<String, String>,
-    /// The raw `"nodeos"` key of `package.json`, if any (appliance settings).
-    pub nodeos: Option<Value>,
+    /// How the appliance runs the app: the `"nodeos"` key of
+    /// `package.json` (defaults without one).
+    pub settings: Settings,
+    /// Extra environment of the app (`nodeos.env`), as written: no
+    /// `NODE_ENV` default, never `PORT`.
+    pub env: BTreeMap<String, String>,
 }
 
 /// Which part of `package.json` chose the entry file.
@@ -116,6 +123,14 @@ pub enum ProjectError {
         path: PathBuf,
         field: String,
         expected: &'static str,
+    },
+    #[error("{}: {key}: {problem}; {help}", path.display())]
+    Config {
+        path: PathBuf,
+        /// Full dotted path of the key, e.g. `nodeos.restart`.
+        key: String,
+        problem: String,
+        help: String,
     },
     #[error("entry file {entry} ({from}) does not exist; create it or fix package.json")]
     EntryMissing { entry: String, from: EntrySource },
@@ -232,6 +247,13 @@ impl Project {
                 });
             }
         };
+        let config::NodeosConfig { settings, env } = config::parse(object.get(config::KEY))
+            .map_err(|e| ProjectError::Config {
+                path: path.clone(),
+                key: e.key,
+                problem: e.problem,
+                help: e.help,
+            })?;
         let start = match object.get("scripts") {
             Some(Value::Object(scripts)) => match scripts.get("start") {
                 Some(Value::String(start)) => Some(start.clone()),
@@ -268,7 +290,8 @@ impl Project {
             engines_node,
             dependencies,
             optional_dependencies,
-            nodeos: object.get("nodeos").cloned(),
+            settings,
+            env,
         })
     }
 
@@ -775,13 +798,41 @@ mod tests {
         let p = ok(
             r#"{"name":"app","version":"1","engines":{"node":">=22"},
                "dependencies":{"a":"^1"},"optionalDependencies":{"b":"2"},
-               "devDependencies":{"c":"3"},"nodeos":{"memory":"128M"}}"#,
+               "devDependencies":{"c":"3"},"nodeos":{"restart":"never","env":{"A":"1"}}}"#,
             &["index.js"],
         );
         assert_eq!(p.engines_node.as_deref(), Some(">=22"));
         assert_eq!(p.dependencies.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(p.optional_dependencies.keys().collect::<Vec<_>>(), ["b"]);
-        assert!(p.nodeos.is_some());
+        assert_eq!(p.settings.restart, nodeos_manifest::RestartPolicy::Never);
+        assert_eq!(p.env["A"], "1");
+    }
+
+    #[test]
+    fn nodeos_key_errors_name_the_file_and_the_key() {
+        let e = err(
+            r#"{"name":"app","version":"1","nodeos":{"restart":"sometimes"}}"#,
+            &["index.js"],
+        );
+        assert!(matches!(&e, ProjectError::Config { key, .. } if key == "nodeos.restart"));
+        let message = e.to_string();
+        let (file, rest) = message.split_once(": ").expect("path first");
+        assert!(file.ends_with("package.json"), "{message}");
+        assert_eq!(
+            rest,
+            "nodeos.restart: unknown variant \"sometimes\", expected one of \"always\", \"on-failure\", \"never\"; \
+             fix it, or remove it to use the default (see docs/config.md)"
+        );
+        let e = err(
+            r#"{"name":"app","version":"1","nodeos":{"restrat":"never"}}"#,
+            &["index.js"],
+        );
+        let message = e.to_string();
+        assert!(
+            message
+                .ends_with("package.json: nodeos.restrat: unknown key; did you mean \"restart\"?"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -9,5 +9,6 @@
 //! guest console when they fail.
 
 mod cli;
+mod config;
 mod support;
 mod vm;

@@ -161,7 +161,7 @@ fn only_production_dependencies_reach_the_image() {
     stop(&mut vm);
 }
 
-/// The guest contract's network line: with no `nodeos.ip`, init gets eth0's
+/// The guest contract's network line: with no static address, init gets eth0's
 /// address, router and DNS server from QEMU's built-in DHCP server.
 #[test]
 fn network_comes_from_dhcp() {
@@ -169,7 +169,7 @@ fn network_comes_from_dhcp() {
     let project = tmp.path().join("dhcp");
     write_project(
         &project,
-        r#"{"name":"dhcp","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"}}"#,
+        r#"{"name":"dhcp","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"},"nodeos":{"restart":"never"}}"#,
         &[(
             "main.js",
             "const os = require('os');\nconst fs = require('fs');\n\
@@ -208,7 +208,7 @@ fn app_exit_status_is_reported_and_the_vm_powers_off() {
     let project = tmp.path().join("exits");
     write_project(
         &project,
-        r#"{"name":"exits","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node dist/main.js 3"}}"#,
+        r#"{"name":"exits","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node dist/main.js 3"},"nodeos":{"restart":"never"}}"#,
         &[(
             "dist/main.js",
             "process.stdout.write('exiting with ' + process.argv[2]);\nprocess.exit(Number(process.argv[2]));\n",
@@ -286,11 +286,13 @@ fn nodeos_run_serves_a_release_image_and_stops_on_ctrl_c() {
 /// returns its status code and everything it printed.
 fn wait_timeout(mut child: Child, timeout: Duration) -> (Option<i32>, Output) {
     // Drain the pipes while waiting so a chatty child never blocks.
-    let mut out = child.stdout.take().unwrap();
+    let out = child.stdout.take();
     let mut err = child.stderr.take().unwrap();
     let out_thread = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
+        if let Some(mut out) = out {
+            let _ = out.read_to_end(&mut buf);
+        }
         buf
     });
     let err_thread = std::thread::spawn(move || {
@@ -316,4 +318,332 @@ fn wait_timeout(mut child: Child, timeout: Duration) -> (Option<i32>, Output) {
         stderr: err_thread.join().unwrap(),
     };
     (code, output)
+}
+
+/// CPU time (user + system) QEMU process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = rustix::param::clock_ticks_per_second();
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Supervision: a crashing app is restarted with a growing backoff, each
+/// start a new generation in the log; five quick exits make a crash loop
+/// in which the VM sits idle between slow retries.
+#[test]
+fn crashing_app_is_restarted_with_backoff_then_crash_loops_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("crasher");
+    write_project(
+        &project,
+        r#"{"name":"crasher","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"}}"#,
+        &[("main.js", "console.log('crasher up');\nprocess.exit(2);\n")],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let vm = boot(&image, 256, vec![]);
+    wait_line(
+        &vm,
+        "restarting the app in 1s (restart 1, policy always)",
+        BOOT,
+    );
+    wait_line(
+        &vm,
+        "restarting the app in 2s (restart 2, policy always)",
+        BOOT,
+    );
+    wait_line(
+        &vm,
+        "app state crash-loop: 5 exits within 60s; retrying every 30s",
+        BOOT,
+    );
+    let log = vm.console_log();
+    for generation in 1..=5 {
+        assert!(
+            log.contains(&format!("app[{generation}] out: crasher up")),
+            "generation {generation} missing:\n{log}"
+        );
+    }
+    assert_eq!(log.matches("app exited code=2").count(), 5, "{log}");
+    // Now in the 30 s crash-loop wait: QEMU must be (nearly) idle.
+    let (cpu0, t0) = (cpu_time(vm.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let busy = (cpu_time(vm.pid()) - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    if vm.console_log().matches(console::STARTING_APP).count() > 5 {
+        fail_with_console(&vm, "restarted before the crash-loop delay was over");
+    }
+    assert!(
+        busy < 0.25,
+        "QEMU used {:.0}% of a CPU while the app waited to restart",
+        busy * 100.0
+    );
+}
+
+/// An app that allocates past the guest's memory is killed by the kernel's
+/// OOM killer; init says so and restarts it.
+#[test]
+fn oom_killed_app_is_reported_and_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("hog");
+    write_project(
+        &project,
+        r#"{"name":"hog","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"}}"#,
+        &[(
+            "main.js",
+            "console.log('allocating');\nconst keep = [];\n\
+             setInterval(() => { keep.push(Buffer.alloc(8 << 20, 1)); }, 5);\n",
+        )],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let vm = boot(&image, 128, vec![]);
+    wait_line(
+        &vm,
+        "app exited signal=9 (out of memory: killed by the kernel's OOM killer)",
+        BOOT,
+    );
+    wait_line(
+        &vm,
+        "restarting the app in 1s (restart 1, policy always)",
+        BOOT,
+    );
+    wait_line(&vm, "app[2] out: allocating", BOOT);
+}
+
+/// Shutdown: the app gets SIGTERM and its grace period, and what it
+/// writes while stopping reaches the console before the power-off.
+/// Also the run-time config: env from `--env`/`--env-file` reaches the
+/// app, the secret's value is never printed by nodeos or init, and
+/// `--log-format json` makes every init and app line a JSON record.
+#[test]
+fn nodeos_run_passes_env_and_settings_and_the_app_stops_gracefully() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("graceful");
+    write_project(
+        &project,
+        r#"{"name":"graceful","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"},
+            "nodeos":{"env":{"FROM_IMAGE":"image"}}}"#,
+        &[(
+            "main.js",
+            "const crypto = require('crypto');\n\
+             const s = process.env.API_SECRET || '';\n\
+             console.log('SECRET-SHA ' + crypto.createHash('sha256').update(s).digest('hex'));\n\
+             console.log('ENV ' + process.env.GREETING + ' ' + process.env.FROM_IMAGE);\n\
+             process.on('SIGTERM', () => setTimeout(() => { console.log('SIGTERM-MARKER written'); process.exit(0); }, 1500));\n\
+             setInterval(() => {}, 1000);\n\
+             console.log('READY');\n",
+        )],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let secret = "hunter2-not-in-any-log";
+    let env_file = tmp.path().join("secrets.env");
+    std::fs::write(&env_file, format!("# secrets\nAPI_SECRET={secret}\n")).unwrap();
+    let child = nodeos()
+        .arg("run")
+        .arg(&image)
+        .args(["--accel", "tcg", "--log-format", "json", "--grace", "5"])
+        .arg("--env-file")
+        .arg(&env_file)
+        .args(["--env", "GREETING=hi"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nodeos run starts");
+    let pid = Pid::from_child(&child);
+    // Ctrl-C once the app is up (its READY line is on the console).
+    let (status, output) = wait_timeout_after(child, BOOT, "READY", move || {
+        kill_process(pid, Signal::INT).unwrap();
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let err = stderr(&output);
+    assert_eq!(status, Some(0), "console:\n{stdout}\nstderr:\n{err}");
+    let expected_sha = sha256_hex(secret.as_bytes());
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let app_lines: Vec<&str> = records
+        .iter()
+        .filter(|r| r["source"] == "app")
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        app_lines.contains(&format!("SECRET-SHA {expected_sha}").as_str()),
+        "{stdout}"
+    );
+    assert!(app_lines.contains(&"ENV hi image"), "{stdout}");
+    assert!(
+        !stdout.contains(secret) && !err.contains(secret),
+        "the secret was printed"
+    );
+    let init: Vec<&str> = records
+        .iter()
+        .filter(|r| r["source"] == "init")
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        init.iter()
+            .any(|m| m.contains("API_SECRET") && m.contains("values not shown")),
+        "{stdout}"
+    );
+    let marker = stdout
+        .find("SIGTERM-MARKER written")
+        .expect("marker on the console");
+    let off = stdout.find("powering off").expect("power-off line");
+    assert!(marker < off, "marker after power-off:\n{stdout}");
+    assert!(
+        stdout.contains("sending SIGTERM to the app, SIGKILL in 5s"),
+        "{stdout}"
+    );
+}
+
+/// Privileges: the app runs as uid 1000 with no capabilities and
+/// no_new_privs, can write only to /tmp, and still serves on port 80.
+#[test]
+fn app_runs_unprivileged_and_binds_its_low_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("unpriv");
+    write_project(
+        &project,
+        r#"{"name":"unpriv","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"},
+            "nodeos":{"port":80}}"#,
+        &[(
+            "main.js",
+            "const fs = require('fs');\nconst http = require('http');\n\
+             const status = fs.readFileSync('/proc/self/status', 'utf8');\n\
+             const field = (k) => status.split('\\n').find((l) => l.startsWith(k + ':')).split(/\\s+/)[1];\n\
+             const writable = (p) => { try { fs.writeFileSync(p, 'x'); return true; } catch (e) { return e.code; } };\n\
+             const report = { uid: process.getuid(), gid: process.getgid(), groups: process.getgroups(),\n\
+               capEff: field('CapEff'), capPrm: field('CapPrm'), capBnd: field('CapBnd'), noNewPrivs: field('NoNewPrivs'),\n\
+               user: require('os').userInfo().username, port: process.env.PORT,\n\
+               writes: Object.fromEntries(['/tmp/x', '/x', '/app/x', '/etc/x', '/run/x', '/dev/x', '/proc/sys/kernel/hostname'].map((p) => [p, writable(p)])) };\n\
+             http.createServer((q, r) => r.end(JSON.stringify(report))).listen(Number(process.env.PORT));\n",
+        )],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let (port, fwd) = forward(80);
+    let mut vm = boot(&image, 256, vec![fwd]);
+    let body = http_get_until_ok(port, "/", BOOT)
+        .unwrap_or_else(|e| fail_with_console(&vm, &format!("GET /: {e}")));
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (r["uid"].as_u64(), r["gid"].as_u64()),
+        (Some(1000), Some(1000)),
+        "{r}"
+    );
+    assert_eq!(r["groups"], serde_json::json!([1000]), "{r}");
+    assert_eq!(r["user"], "app");
+    assert_eq!(r["port"], "80");
+    for cap in ["capEff", "capPrm", "capBnd"] {
+        assert_eq!(r[cap], "0000000000000000", "{cap}: {r}");
+    }
+    assert_eq!(r["noNewPrivs"], "1");
+    assert_eq!(r["writes"]["/tmp/x"], true, "{r}");
+    for path in [
+        "/x",
+        "/app/x",
+        "/etc/x",
+        "/run/x",
+        "/dev/x",
+        "/proc/sys/kernel/hostname",
+    ] {
+        let outcome = &r["writes"][path];
+        assert!(
+            outcome == "EROFS" || outcome == "EACCES" || outcome == "EPERM",
+            "{path}: {outcome} ({r})"
+        );
+    }
+    stop(&mut vm);
+}
+
+/// Static network settings from package.json: IPv4 and IPv6 addresses,
+/// an /etc/hosts entry, and outbound TCP through QEMU's gateway to a
+/// server on the host's loopback.
+#[test]
+fn static_network_hosts_entry_and_outbound_tcp() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_port = server.local_addr().unwrap().port();
+    let accepted = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        std::io::Write::write_all(&mut conn, b"pong from the host\n").unwrap();
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("netstatic");
+    let package_json = format!(
+        r#"{{"name":"netstatic","version":"0.1.0","engines":{{"node":"22"}},"scripts":{{"start":"node main.js"}},
+            "nodeos":{{"restart":"never","env":{{"HOST_PORT":"{host_port}"}},
+              "network":{{"ipv4":{{"address":"10.0.2.20/24","gateway":"10.0.2.2"}},
+                          "ipv6":{{"address":"fec0::20/64"}},
+                          "hosts":{{"host.internal":"10.0.2.2"}}}}}}}}"#
+    );
+    write_project(
+        &project,
+        &package_json,
+        &[(
+            "main.js",
+            "const os = require('os'); const dns = require('dns'); const net = require('net');\n\
+             const eth0 = os.networkInterfaces().eth0 || [];\n\
+             for (const a of eth0) console.log('ADDR ' + a.family + ' ' + a.cidr);\n\
+             dns.lookup('host.internal', { family: 4 }, (err, addr) => {\n\
+               console.log('LOOKUP ' + (err ? err.code : addr));\n\
+               const c = net.connect(Number(process.env.HOST_PORT), 'host.internal');\n\
+               c.on('data', (d) => { console.log('TCP ' + d.toString().trim()); c.end(); });\n\
+               c.on('error', (e) => { console.log('TCP error ' + e.code); process.exit(1); });\n\
+             });\n",
+        )],
+    );
+    let image = build_image(&project, None, Profile::Dev);
+    let vm = boot(&image, 256, vec![]);
+    let line = wait_line(&vm, "network: eth0 10.0.2.20/24", BOOT);
+    assert!(
+        line.ends_with("network: eth0 10.0.2.20/24 via 10.0.2.2 (static)"),
+        "{line}"
+    );
+    wait_line(&vm, "TCP pong from the host", BOOT);
+    let log = vm.console_log();
+    assert!(log.contains("LOOKUP 10.0.2.2"), "{log}");
+    assert!(log.contains("ADDR IPv4 10.0.2.20/24"), "{log}");
+    assert!(log.contains("ADDR IPv6 fec0::20/64"), "{log}");
+    accepted.join().unwrap();
+}
+
+/// Like `wait_timeout`, but runs `then` once `marker` appears on stdout.
+fn wait_timeout_after(
+    mut child: Child,
+    timeout: Duration,
+    marker: &'static str,
+    then: impl FnOnce() + Send + 'static,
+) -> (Option<i32>, Output) {
+    let mut out = child.stdout.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut then = Some(then);
+        loop {
+            match out.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if then.is_some() && String::from_utf8_lossy(&buf).contains(marker) {
+                (then.take().unwrap())();
+            }
+        }
+        buf
+    });
+    let (status, mut output) = wait_timeout(child, timeout);
+    output.stdout = out_thread.join().unwrap();
+    (status, output)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
