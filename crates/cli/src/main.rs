@@ -5,6 +5,7 @@
 //! and `nodeos-vmm` (run).
 
 mod build;
+mod envfile;
 mod exit;
 mod run;
 mod ui;

@@ -1,6 +1,8 @@
 //! `nodeos run`: boot an image directory under QEMU, stream its console,
-//! stop it gracefully on Ctrl-C.
+//! stop it gracefully on Ctrl-C. Settings and environment for this boot
+//! (`--env`, `--restart`, …) go to the guest on a config disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -9,7 +11,8 @@ use anyhow::Context;
 use nodeos_image::Reporter;
 use nodeos_image::project::Project;
 use nodeos_manifest::console;
-use nodeos_manifest::{MANIFEST_FILE, Manifest};
+use nodeos_manifest::settings::{MAX_GRACE_SECS, check_env};
+use nodeos_manifest::{LogFormat, MANIFEST_FILE, Manifest, RestartPolicy, RunConfig};
 use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
 
 use crate::exit::{Exit, fail};
@@ -32,12 +35,42 @@ pub struct RunArgs {
     /// Accelerator: auto uses KVM only where it is proven to work, else TCG.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
     accel: Accel,
-    /// Seconds to wait for a clean shutdown after Ctrl-C before killing the VM.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
-    stop_timeout: u64,
+    /// Set an environment variable of the app; KEY alone passes KEY's value
+    /// from this environment (repeatable; wins over --env-file).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a dotenv file: KEY=VALUE lines, #
+    /// comments (repeatable; later files win).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Restart the app after it exits: always, on-failure (non-zero exit or
+    /// signal), never [default: the image's, else always].
+    #[arg(long, value_name = "always|on-failure|never")]
+    restart: Option<RestartPolicy>,
+    /// Seconds the app gets between SIGTERM and SIGKILL when stopped
+    /// [default: the image's, else 10].
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_GRACE_SECS)))]
+    grace: Option<u32>,
+    /// Console log format of the guest [default: the image's, else text].
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
+    /// Seconds to wait for a clean shutdown after Ctrl-C before killing the
+    /// VM [default: 30, or --grace + 15 if that is more].
+    #[arg(long, value_name = "SECS")]
+    stop_timeout: Option<u64>,
 }
 
 pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
+    // Bad flags are usage errors, reported before the image is even looked at.
+    let run_config = run_config(&args, |key| std::env::var_os(key))?;
+    let stop_timeout = stop_timeout(args.stop_timeout, args.grace);
+    if let (Some(stop), Some(grace)) = (args.stop_timeout, args.grace)
+        && stop <= u64::from(grace)
+    {
+        ui.warn(&format!(
+            "--stop-timeout {stop} is not longer than --grace {grace}: the VM may be killed before the app has stopped"
+        ));
+    }
     let dir = match args.image {
         Some(dir) => dir,
         None => default_image_dir()?,
@@ -56,6 +89,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         config.forwards = args.publish.clone();
         config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
         config.console = ConsoleSink::Stdout;
+        config.run_config = run_config.clone();
         config
     };
 
@@ -88,8 +122,16 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             fwd.host_addr, fwd.host_port, fwd.guest_port
         ));
     }
+    if !run_config.env.is_empty() {
+        // Names only: values may be secrets.
+        let names: Vec<&str> = run_config.env.keys().map(String::as_str).collect();
+        ui.note(&format!(
+            "app environment: {} (values on a read-only config disk, not shown)",
+            names.join(", ")
+        ));
+    }
 
-    let stop_timeout = Duration::from_secs(args.stop_timeout);
+    let stop_timeout = Duration::from_secs(stop_timeout);
     let mut stopping: Option<Instant> = None;
     let outcome = loop {
         if let Some(outcome) = vm.wait(Duration::from_millis(100))? {
@@ -126,6 +168,98 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     };
     drop(hook);
     exit_for(outcome, stopping.is_some())
+}
+
+/// `--stop-timeout` when not given, unless `--grace` asks for more.
+const DEFAULT_STOP_TIMEOUT: u64 = 30;
+/// How much longer than `--grace` the default stop timeout is: time for
+/// init to sync and power off after the app has gone.
+const STOP_MARGIN: u64 = 15;
+
+/// Seconds `nodeos run` waits after Ctrl-C before killing the VM: the
+/// explicit `--stop-timeout`, else 30, or `--grace` + 15 if that is more.
+fn stop_timeout(explicit: Option<u64>, grace: Option<u32>) -> u64 {
+    explicit.unwrap_or_else(|| {
+        let grace = grace.map_or(0, u64::from);
+        DEFAULT_STOP_TIMEOUT.max(grace + STOP_MARGIN)
+    })
+}
+
+/// The settings and environment for this boot, from the flags. Env files
+/// are read in order (later ones win), then `--env` (wins over all files).
+/// Every problem is a usage error naming the flag, never a value.
+fn run_config(
+    args: &RunArgs,
+    host_env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> anyhow::Result<RunConfig> {
+    let usage = |message: String| fail(Exit::Usage, message);
+    let mut env = BTreeMap::new();
+    for path in &args.env_files {
+        let bytes = std::fs::read(path).map_err(|e| {
+            usage(format!(
+                "--env-file {}: cannot read it: {e}",
+                path.display()
+            ))
+        })?;
+        let vars = crate::envfile::parse(&bytes).map_err(|e| {
+            usage(format!(
+                "--env-file {}:{}: {}",
+                path.display(),
+                e.line,
+                e.problem
+            ))
+        })?;
+        env.extend(vars);
+    }
+    for spec in &args.env {
+        let (key, value) = env_arg(spec, &host_env).map_err(usage)?;
+        env.insert(key, value);
+    }
+    let config = RunConfig {
+        env,
+        restart: args.restart,
+        grace: args.grace,
+        log_format: args.log_format,
+        network: None,
+    };
+    // Clap and the checks above cover all of it; this is the contract's word.
+    config
+        .validate()
+        .map_err(|e| usage(format!("invalid run settings: {e}")))?;
+    if let Err(e) = config.to_disk() {
+        return Err(usage(format!(
+            "the environment given with --env and --env-file is too large: {e}"
+        )));
+    }
+    Ok(config)
+}
+
+/// One `--env KEY=VALUE` or `--env KEY` (value from `host_env`). Errors
+/// name the variable but never print a value.
+fn env_arg(
+    spec: &str,
+    host_env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<(String, String), String> {
+    let (key, value) = match spec.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_owned())),
+        None => (spec, None),
+    };
+    if key.is_empty() {
+        return Err("--env: the variable name is empty (expected KEY=VALUE or KEY)".into());
+    }
+    let value = match value {
+        Some(value) => value,
+        None => host_env(key)
+            .ok_or_else(|| {
+                format!(
+                    "--env {key}: {key} is not set in this environment; give its value with --env {key}=VALUE"
+                )
+            })?
+            .into_string()
+            .map_err(|_| format!("--env {key}: the value of {key} in this environment is not UTF-8"))?,
+    };
+    check_env(key, &value).map_err(|problem| format!("--env: {problem}"))?;
+    Ok((key.to_owned(), value))
 }
 
 /// How long a guest started under `--accel auto` with KVM gets to print its
@@ -268,4 +402,162 @@ pub fn verify_image(dir: &Path) -> anyhow::Result<Manifest> {
         }
     }
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn host(key: &str) -> Option<std::ffi::OsString> {
+        match key {
+            "FROM_HOST" => Some("host value".into()),
+            "EMPTY_ON_HOST" => Some("".into()),
+            _ => None,
+        }
+    }
+
+    fn message(err: anyhow::Error) -> String {
+        assert_eq!(crate::exit::classify(&err), Exit::Usage, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn env_flag_takes_key_value_or_the_host_value() {
+        let ok = |spec| env_arg(spec, host).unwrap();
+        assert_eq!(ok("A=1"), ("A".into(), "1".into()));
+        assert_eq!(ok("A="), ("A".into(), "".into()));
+        assert_eq!(ok("A==b=c"), ("A".into(), "=b=c".into()));
+        assert_eq!(ok("FROM_HOST"), ("FROM_HOST".into(), "host value".into()));
+        assert_eq!(ok("EMPTY_ON_HOST"), ("EMPTY_ON_HOST".into(), "".into()));
+        let err = |spec| env_arg(spec, host).unwrap_err();
+        assert!(err("=secret").contains("name is empty"));
+        assert!(!err("=secret").contains("secret"));
+        assert!(err("").contains("name is empty"));
+        assert!(
+            err("UNSET").contains("UNSET is not set"),
+            "{}",
+            err("UNSET")
+        );
+        assert!(err("A=x\0y").contains("NUL"));
+    }
+
+    #[test]
+    fn later_env_files_win_and_env_flags_win_over_all_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.env");
+        let second = dir.path().join("second.env");
+        std::fs::write(&first, "A=first\nB=first\nC=first\n").unwrap();
+        std::fs::write(&second, "B=second\nC=second\n").unwrap();
+        let flags = [
+            "--env-file",
+            first.to_str().unwrap(),
+            "--env-file",
+            second.to_str().unwrap(),
+            "--env",
+            "C=flag",
+            "-e",
+            "FROM_HOST",
+            "--restart",
+            "on-failure",
+            "--grace",
+            "20",
+            "--log-format",
+            "json",
+        ];
+        let config = run_config(&args(&flags), host).unwrap();
+        let env: Vec<_> = config
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("A", "first"),
+                ("B", "second"),
+                ("C", "flag"),
+                ("FROM_HOST", "host value")
+            ]
+        );
+        assert_eq!(config.restart, Some(RestartPolicy::OnFailure));
+        assert_eq!(config.grace, Some(20));
+        assert_eq!(config.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn no_flags_means_an_empty_run_config() {
+        assert!(run_config(&args(&[]), host).unwrap().is_empty());
+    }
+
+    #[test]
+    fn env_file_problems_are_usage_errors_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.env");
+        std::fs::write(&bad, "# ok\nA=1\nhunter2\n").unwrap();
+        let err =
+            message(run_config(&args(&["--env-file", bad.to_str().unwrap()]), host).unwrap_err());
+        assert!(
+            err.starts_with(&format!("--env-file {}:3: ", bad.display())),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        let missing = dir.path().join("missing.env");
+        let err = message(
+            run_config(&args(&["--env-file", missing.to_str().unwrap()]), host).unwrap_err(),
+        );
+        assert!(err.contains("missing.env: cannot read it"), "{err}");
+    }
+
+    #[test]
+    fn oversized_environment_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.env");
+        std::fs::write(&big, format!("BIG={}\n", "x".repeat(1 << 20))).unwrap();
+        let err =
+            message(run_config(&args(&["--env-file", big.to_str().unwrap()]), host).unwrap_err());
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn stop_timeout_outlasts_the_grace_period() {
+        assert_eq!(stop_timeout(None, None), 30);
+        assert_eq!(stop_timeout(None, Some(0)), 30);
+        assert_eq!(stop_timeout(None, Some(15)), 30);
+        assert_eq!(stop_timeout(None, Some(16)), 31);
+        assert_eq!(stop_timeout(None, Some(3600)), 3615);
+        assert_eq!(stop_timeout(Some(5), Some(3600)), 5);
+        assert_eq!(stop_timeout(Some(100), None), 100);
+    }
+
+    #[test]
+    fn flag_values_are_checked_by_clap() {
+        let fails = |flags: &[&str]| {
+            Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied())).is_err()
+        };
+        assert!(fails(&["--restart", "sometimes"]));
+        assert!(fails(&["--grace", "3601"]));
+        assert!(fails(&["--grace", "-1"]));
+        assert!(fails(&["--log-format", "xml"]));
+        assert!(!fails(&[
+            "--grace",
+            "3600",
+            "--restart",
+            "never",
+            "--log-format",
+            "text"
+        ]));
+    }
 }

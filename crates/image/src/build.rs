@@ -371,6 +371,7 @@ pub fn app_config(project: &Project) -> AppConfig {
         workdir: APP_DIR.to_owned(),
         args,
         env,
+        entry: Some(format!("{APP_DIR}/{}", project.entry)),
         settings: project.settings.clone(),
     }
 }

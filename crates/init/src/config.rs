@@ -204,6 +204,7 @@ mod tests {
             workdir: "/app".into(),
             args: vec!["index.js".into()],
             env: BTreeMap::from([("NODE_ENV".into(), "production".into())]),
+            entry: Some("/app/index.js".into()),
             settings: Default::default(),
         }
     }

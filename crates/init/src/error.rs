@@ -48,6 +48,12 @@ pub enum Error {
     },
     #[error("cannot set up signal handling")]
     Signals(#[source] io::Error),
+    #[error("the app's entry {entry} is not in the image (rebuild it with `nodeos build`)")]
+    Entry {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot start the app ({node} in {workdir})")]
     Spawn {
         node: String,

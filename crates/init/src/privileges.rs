@@ -67,6 +67,7 @@ mod tests {
             workdir: "/app".into(),
             args: vec!["index.js".into()],
             env: Default::default(),
+            entry: None,
             settings: nodeos_manifest::Settings {
                 port,
                 ..Default::default()

@@ -25,6 +25,14 @@ pub fn spawn(
         workdir: app.workdir.clone(),
         source,
     };
+    if let Some(entry) = &app.entry
+        && let Err(source) = std::fs::metadata(entry)
+    {
+        return Err(Error::Entry {
+            entry: entry.clone(),
+            source,
+        });
+    }
     let output = log::capture(generation).map_err(fail)?;
     let mut cmd = Command::new(&app.node);
     cmd.args(&app.args)

@@ -203,6 +203,10 @@ pub struct AppConfig {
     pub args: Vec<String>,
     /// Environment of the app, on top of `PATH`, `HOME` and `PORT` set by init.
     pub env: BTreeMap<String, String>,
+    /// Absolute path of the entry file (also among `args`); init checks it
+    /// exists before starting node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
     /// How init runs the app (package.json's `"nodeos"` key).
     #[serde(default)]
     pub settings: Settings,

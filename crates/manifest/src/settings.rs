@@ -339,7 +339,7 @@ impl<'de, A: CidrAddr> Deserialize<'de> for Cidr<A> {
 /// Settings given when the VM boots (`nodeos run`), on top of the image's.
 /// Every `Some` replaces the image's value; `env` entries are added to (and
 /// win over) the image's environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RunConfig {
     /// Extra environment (`--env`, `--env-file`); may hold secrets.
@@ -353,6 +353,26 @@ pub struct RunConfig {
     pub log_format: Option<LogFormat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+}
+
+/// Shows environment names only: the values may be secrets.
+impl fmt::Debug for RunConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunConfig")
+            .field(
+                "env",
+                &self
+                    .env
+                    .keys()
+                    .map(|k| (k, "<redacted>"))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("restart", &self.restart)
+            .field("grace", &self.grace)
+            .field("log_format", &self.log_format)
+            .field("network", &self.network)
+            .finish()
+    }
 }
 
 /// First bytes of a config disk.
@@ -659,6 +679,13 @@ mod tests {
             RunConfig::from_disk(&disk),
             Err(RunConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn debug_output_hides_env_values() {
+        let text = format!("{:?}", run_config());
+        assert!(text.contains("API_TOKEN"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use nodeos_manifest::RunConfig;
+
 use crate::Error;
 
 /// The QEMU binary looked up in `PATH` when [`VmConfig::qemu`] is `None`.
@@ -212,7 +214,10 @@ pub enum ConsoleSink {
 }
 
 /// What to boot and how.
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output shows the names of [`VmConfig::run_config`]'s
+/// environment variables but never their values.
+#[derive(Clone)]
 pub struct VmConfig {
     /// The kernel (`bzImage`), loaded directly with `-kernel`.
     pub kernel: PathBuf,
@@ -230,6 +235,13 @@ pub struct VmConfig {
     pub forwards: Vec<PortForward>,
     /// Optional writable second disk (`/dev/vdb`, raw) for `/data`.
     pub data_disk: Option<PathBuf>,
+    /// Settings and environment for this boot, over the image's. When not
+    /// empty, [`crate::Vm::start`] writes them to a private file (mode 0600
+    /// in a 0700 directory) and attaches it read-only as the last virtio
+    /// disk, after the root and data disks; the file is removed once QEMU
+    /// has exited. The values (which may be secrets) are never on QEMU's
+    /// command line nor in any message of this crate.
+    pub run_config: RunConfig,
     /// The QEMU binary; default `qemu-system-x86_64` from `PATH`.
     pub qemu: Option<PathBuf>,
     pub console: ConsoleSink,
@@ -257,6 +269,7 @@ impl VmConfig {
             machine: Machine::Q35,
             forwards: Vec::new(),
             data_disk: None,
+            run_config: RunConfig::default(),
             qemu: None,
             console: ConsoleSink::None,
             state_dir: None,
@@ -264,8 +277,16 @@ impl VmConfig {
         }
     }
 
-    /// The QEMU argv (without the program) for this config.
-    pub fn qemu_args(&self, accel: ResolvedAccel, qmp_socket: &Path) -> Vec<OsString> {
+    /// The QEMU argv (without the program) for this config. `config_disk`
+    /// is the file [`VmConfig::run_config`] was written to, if it was (the
+    /// caller's job; [`crate::Vm::start`] does it): it is attached
+    /// read-only after the root and data disks.
+    pub fn qemu_args(
+        &self,
+        accel: ResolvedAccel,
+        qmp_socket: &Path,
+        config_disk: Option<&Path>,
+    ) -> Vec<OsString> {
         fn push(args: &mut Vec<OsString>, items: &[&str]) {
             args.extend(items.iter().map(OsString::from));
         }
@@ -328,6 +349,18 @@ impl VmConfig {
                 &["-device", &format!("virtio-blk-{bus},drive=data")],
             );
         }
+        // Last of the disks: the guest looks for it by its contents, but the
+        // root filesystem must stay /dev/vda.
+        if let Some(disk) = config_disk {
+            args.extend([
+                "-drive".into(),
+                option_with_path("file=", disk, ",format=raw,if=none,id=config,readonly=on"),
+            ]);
+            push(
+                &mut args,
+                &["-device", &format!("virtio-blk-{bus},drive=config")],
+            );
+        }
 
         let mut netdev = String::from("user,id=n0");
         for fwd in &self.forwards {
@@ -350,6 +383,76 @@ impl VmConfig {
         ]);
         args.extend(self.extra_args.iter().cloned());
         args
+    }
+}
+
+impl fmt::Debug for VmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let VmConfig {
+            kernel,
+            rootfs,
+            cmdline,
+            memory_mb,
+            cpus,
+            accel,
+            machine,
+            forwards,
+            data_disk,
+            run_config,
+            qemu,
+            console,
+            state_dir,
+            extra_args,
+        } = self;
+        f.debug_struct("VmConfig")
+            .field("kernel", kernel)
+            .field("rootfs", rootfs)
+            .field("cmdline", cmdline)
+            .field("memory_mb", memory_mb)
+            .field("cpus", cpus)
+            .field("accel", accel)
+            .field("machine", machine)
+            .field("forwards", forwards)
+            .field("data_disk", data_disk)
+            .field("run_config", &Redacted(run_config))
+            .field("qemu", qemu)
+            .field("console", console)
+            .field("state_dir", state_dir)
+            .field("extra_args", extra_args)
+            .finish()
+    }
+}
+
+/// A [`RunConfig`] for `Debug` output: environment values hidden.
+struct Redacted<'a>(&'a RunConfig);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let RunConfig {
+            env,
+            restart,
+            grace,
+            log_format,
+            network,
+        } = self.0;
+        struct Hidden;
+        impl fmt::Debug for Hidden {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+        f.debug_struct("RunConfig")
+            .field(
+                "env",
+                &env.keys()
+                    .map(|k| (k, Hidden))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .field("restart", restart)
+            .field("grace", grace)
+            .field("log_format", log_format)
+            .field("network", network)
+            .finish()
     }
 }
 
@@ -456,7 +559,7 @@ mod tests {
 
     fn argv(config: &VmConfig, accel: ResolvedAccel) -> Vec<String> {
         config
-            .qemu_args(accel, Path::new("/run/vm/qmp.sock"))
+            .qemu_args(accel, Path::new("/run/vm/qmp.sock"), None)
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -519,6 +622,93 @@ mod tests {
         assert!(has(["-device", "virtio-net-device,netdev=n0"]), "{args:?}");
         assert!(has(["-device", "virtio-rng-device"]), "{args:?}");
         assert_eq!(args.last().unwrap(), "-s");
+    }
+
+    /// Index of the `-device` argument attaching `drive`, and of its `-drive`.
+    fn disk_positions(args: &[String], id: &str) -> (usize, usize) {
+        let drive = args
+            .iter()
+            .position(|a| {
+                a.starts_with("file=") && a.split(',').any(|option| option == format!("id={id}"))
+            })
+            .unwrap_or_else(|| panic!("no drive {id} in {args:?}"));
+        let device = args
+            .iter()
+            .position(|a| a.ends_with(&format!(",drive={id}")))
+            .unwrap_or_else(|| panic!("no device for {id} in {args:?}"));
+        (drive, device)
+    }
+
+    #[test]
+    fn config_disk_comes_after_the_root_and_data_disks_on_every_machine() {
+        for machine in [Machine::Pc, Machine::Q35, Machine::Microvm] {
+            for data in [None, Some(PathBuf::from("/d/data.img"))] {
+                let mut config = VmConfig::new("/k", "/r.img", "console=ttyS0");
+                config.machine = machine;
+                config.data_disk = data.clone();
+                let args: Vec<String> = config
+                    .qemu_args(
+                        ResolvedAccel::Tcg,
+                        Path::new("/q.sock"),
+                        Some(Path::new("/tmp/x,y/config.img")),
+                    )
+                    .into_iter()
+                    .map(|a| a.into_string().unwrap())
+                    .collect();
+                let bus = machine.virtio_bus();
+                let (drive, device) = disk_positions(&args, "config");
+                assert_eq!(
+                    args[drive],
+                    "file=/tmp/x,,y/config.img,format=raw,if=none,id=config,readonly=on"
+                );
+                assert_eq!(args[drive - 1], "-drive");
+                assert_eq!(args[device], format!("virtio-blk-{bus},drive=config"));
+                assert_eq!(args[device - 1], "-device");
+                let (root_drive, root_device) = disk_positions(&args, "root");
+                assert!(root_drive < drive && root_device < device, "{args:?}");
+                if data.is_some() {
+                    let (data_drive, data_device) = disk_positions(&args, "data");
+                    assert!(data_drive < drive && data_device < device, "{args:?}");
+                }
+                // Every virtio-blk device in order: the config disk is last.
+                let disks: Vec<_> = args
+                    .iter()
+                    .filter(|a| a.starts_with("virtio-blk-"))
+                    .collect();
+                assert_eq!(disks.last().unwrap().as_str(), args[device]);
+            }
+        }
+    }
+
+    #[test]
+    fn no_config_disk_without_a_path() {
+        let config = VmConfig::new("/k", "/r.img", "console=ttyS0");
+        let args = argv(&config, ResolvedAccel::Tcg);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("id=config") || a.contains("drive=config")),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_environment_values() {
+        let mut config = VmConfig::new("/k", "/r.img", "console=ttyS0");
+        config
+            .run_config
+            .env
+            .insert("API_TOKEN".into(), "hunter2".into());
+        config.run_config.grace = Some(7);
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("API_TOKEN") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        assert!(debug.contains("grace: Some(7)"), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        let pretty = format!("{config:#?}");
+        assert!(!pretty.contains("hunter2"), "{pretty}");
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub enum Error {
     )]
     KvmUnavailable { reason: String },
 
+    /// The [`nodeos_manifest::RunConfig`] of [`crate::VmConfig::run_config`]
+    /// is not valid or too large. The message names keys, never values.
+    #[error("cannot pass the run config to the guest")]
+    RunConfig(#[source] nodeos_manifest::settings::RunConfigError),
+
     #[error("{what}")]
     Io {
         what: String,

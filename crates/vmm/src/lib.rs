@@ -3,12 +3,17 @@
 //!
 //! This crate owns:
 //! * the QEMU command line ([`VmConfig`], [`Machine`], [`PortForward`]);
+//! * the config disk: a [`nodeos_manifest::RunConfig`] (environment,
+//!   restart policy, …) written to a private file and attached read-only
+//!   after the root disk, removed once QEMU has exited;
 //! * the accelerator choice ([`resolve_accel`]): KVM only once a tiny probe
 //!   guest has proved that it really works on this host, else TCG; the
 //!   verdict is cached once per host boot;
 //! * QMP control (power button, quit), hand-rolled over a Unix socket;
 //! * serial console capture: every guest line goes to an in-memory log that
-//!   [`Vm::wait_for_line`] waits on, and optionally to stdout;
+//!   [`Vm::wait_for_line`] waits on, and optionally to stdout; markers match
+//!   init's log records in either log format (text or JSON), timestamps
+//!   ignored ([`nodeos_manifest::console::normalize`]);
 //! * turning "QEMU exited" plus the console log into an [`Outcome`]
 //!   (app exit code, power-off, kernel panic, hard stop, QEMU failure).
 //!
@@ -31,6 +36,7 @@
 
 mod accel;
 mod config;
+mod config_disk;
 mod console;
 mod error;
 mod outcome;

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::process::ExitStatus;
 
-use nodeos_manifest::console::{self, AppExit};
+use nodeos_manifest::console::{self, AppExit, Record};
 
 /// The kernel's panic line starts with this (`Kernel panic - not syncing: …`).
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
@@ -28,7 +28,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Derives the outcome. `hard_stopped` says the runner killed QEMU;
-    /// `lines` is the console log, oldest first.
+    /// `lines` is the console log, oldest first, in either log format.
+    ///
+    /// With a restart policy the app may exit several times in one boot:
+    /// the last `app exited` line counts (init prints it after the app's
+    /// last output, so the app cannot fake it). Only lines that are no log
+    /// record (the kernel's) count as kernel panics, so the app cannot fake
+    /// one by printing the kernel's words.
     pub(crate) fn derive<'a>(
         status: ExitStatus,
         lines: impl IntoIterator<Item = &'a str>,
@@ -38,7 +44,7 @@ impl Outcome {
         let mut panic = None;
         let mut app_exit = None;
         for line in lines {
-            if panic.is_none() && line.contains(KERNEL_PANIC) {
+            if panic.is_none() && line.contains(KERNEL_PANIC) && Record::parse(line).is_none() {
                 panic = Some(line.trim().to_owned());
             }
             if let Some(exit) = console::parse_app_exited(line) {
@@ -93,6 +99,7 @@ impl fmt::Display for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nodeos_manifest::console::{LogFormat, Source, Stream};
     use std::os::unix::process::ExitStatusExt;
 
     fn exit(code: i32) -> ExitStatus {
@@ -164,6 +171,127 @@ mod tests {
         assert_eq!(
             derive(exit(0), &["nodeos-init: app exited code=0"], true),
             Outcome::HardStopped
+        );
+    }
+
+    /// An init record in `format`, `ms` milliseconds into the boot.
+    fn init(format: LogFormat, ms: u64, marker: &str) -> String {
+        Record {
+            unix_ms: 1_795_705_201_000 + ms,
+            source: Source::Init,
+            message: marker.strip_prefix(console::PREFIX).unwrap().to_owned(),
+        }
+        .format(format)
+    }
+
+    fn app(format: LogFormat, generation: u32, message: &str) -> String {
+        Record {
+            unix_ms: 1_795_705_201_000,
+            source: Source::App {
+                generation,
+                stream: Stream::Stdout,
+            },
+            message: message.to_owned(),
+        }
+        .format(format)
+    }
+
+    fn derive_lines(status: ExitStatus, lines: &[String], hard: bool) -> Outcome {
+        Outcome::derive(status, lines.iter().map(String::as_str), "", hard)
+    }
+
+    #[test]
+    fn app_exit_is_read_from_timestamped_text_and_json_records() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let lines = [
+                "Linux version 6.1.0".to_owned(),
+                init(format, 1, console::STARTING_APP),
+                app(format, 1, "listening on 3000"),
+                init(format, 2, &console::app_exited_line(AppExit::Code(4))),
+                init(format, 3, console::POWER_OFF),
+                "reboot: Power down".to_owned(),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::AppExited(AppExit::Code(4)),
+                "{format:?}"
+            );
+            let lines = [
+                init(format, 1, console::SHUTDOWN_REQUESTED),
+                init(format, 2, console::POWER_OFF),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::PoweredOff,
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_app_exit_of_a_restarting_app_decides() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let exited = |ms, e| init(format, ms, &console::app_exited_line(e));
+            let lines = [
+                init(format, 1, console::STARTING_APP),
+                exited(2, AppExit::Code(1)),
+                init(format, 3, console::STARTING_APP),
+                exited(4, AppExit::Signal(9)),
+                init(format, 5, console::STARTING_APP),
+                exited(6, AppExit::Code(0)),
+                init(format, 7, console::POWER_OFF),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::AppExited(AppExit::Code(0)),
+                "{format:?}"
+            );
+            // Restarted after a success, then failed for good.
+            let lines = [
+                exited(2, AppExit::Code(0)),
+                init(format, 3, console::STARTING_APP),
+                exited(4, AppExit::Code(3)),
+                init(format, 7, console::POWER_OFF),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::AppExited(AppExit::Code(3)),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_output_cannot_fake_a_kernel_panic() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let lines = [
+                init(format, 1, console::STARTING_APP),
+                app(format, 1, "Kernel panic - not syncing: just kidding"),
+                app(format, 1, "nodeos-init: app exited code=5"),
+                init(format, 2, &console::app_exited_line(AppExit::Code(0))),
+                init(format, 3, console::POWER_OFF),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::AppExited(AppExit::Code(0)),
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_exit_after_output_without_a_newline_is_found() {
+        let lines = [
+            console::STARTING_APP.to_owned(),
+            format!(
+                "exiting with 3{}",
+                console::app_exited_line(AppExit::Code(3))
+            ),
+            console::POWER_OFF.to_owned(),
+        ];
+        assert_eq!(
+            derive_lines(exit(0), &lines, false),
+            Outcome::AppExited(AppExit::Code(3))
         );
     }
 

@@ -55,7 +55,19 @@ impl Process {
     ///
     /// The parent-death signal fires when the *thread* that spawned QEMU
     /// exits, so a VM must not outlive the thread that started it.
-    pub(crate) fn spawn(mut command: Command, sink: ConsoleSink) -> std::io::Result<Process> {
+    pub(crate) fn spawn(command: Command, sink: ConsoleSink) -> std::io::Result<Process> {
+        Process::spawn_holding(command, sink, Box::new(()))
+    }
+
+    /// [`Process::spawn`], keeping `until_exit` alive until QEMU has exited:
+    /// it is dropped right after QEMU is reaped, before the exit status is
+    /// published (so whoever sees the status sees it dropped), or with the
+    /// process if spawning fails.
+    pub(crate) fn spawn_holding(
+        mut command: Command,
+        sink: ConsoleSink,
+        until_exit: Box<dyn Send>,
+    ) -> std::io::Result<Process> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -96,7 +108,7 @@ impl Process {
             let s = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("qemu-wait".into())
-                .spawn(move || reap(child, &s))
+                .spawn(move || reap(child, &s, until_exit))
         };
         let waiter = threads(child).inspect_err(|_| {
             // Without its threads nobody would ever stop or reap QEMU.
@@ -222,7 +234,7 @@ fn read_stderr(mut stderr: impl Read, shared: &Shared) {
     shared.changed.notify_all();
 }
 
-fn reap(mut child: Child, shared: &Shared) {
+fn reap(mut child: Child, shared: &Shared, until_exit: Box<dyn Send>) {
     let status = loop {
         match child.wait() {
             Ok(status) => break status,
@@ -231,6 +243,7 @@ fn reap(mut child: Child, shared: &Shared) {
             Err(_) => break std::os::unix::process::ExitStatusExt::from_raw(0xff00),
         }
     };
+    drop(until_exit);
     lock(&shared.state).status = Some(status);
     shared.changed.notify_all();
 }

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nodeos_manifest::console;
+
+use crate::config_disk::ConfigDisk;
 use crate::process::{Process, spawn_error};
 use crate::qmp::Qmp;
 use crate::{Error, Outcome, PortForward, ResolvedAccel, VmConfig, find_qemu, resolve_accel};
@@ -25,12 +28,16 @@ pub struct Vm {
     accel: ResolvedAccel,
     qmp_socket: PathBuf,
     hard_stopped: bool,
+    /// Where the config disk was written, if there is one. The file itself
+    /// belongs to `process`, which removes it once QEMU has exited.
+    config_disk: Option<PathBuf>,
     /// Removed after `process` is dropped (fields drop in order).
     _state_dir: Option<tempfile::TempDir>,
 }
 
 impl Vm {
     /// Checks that the forwarded host ports are free, picks the accelerator,
+    /// writes the config disk (if [`VmConfig::run_config`] is not empty),
     /// starts QEMU and connects to its QMP socket.
     pub fn start(config: VmConfig) -> Result<Vm, Error> {
         check_forwards(&config.forwards)?;
@@ -83,15 +90,25 @@ impl Vm {
             }
         }
 
+        let disk = if config.run_config.is_empty() {
+            None
+        } else {
+            Some(ConfigDisk::write(&config.run_config)?)
+        };
+        let disk_path = disk.as_ref().map(|d| d.path().to_path_buf());
+
         let mut command = Command::new(&qemu);
-        command.args(config.qemu_args(accel, &qmp_socket));
-        let process = Process::spawn(command, config.console).map_err(|e| spawn_error(&qemu, e))?;
+        command.args(config.qemu_args(accel, &qmp_socket, disk_path.as_deref()));
+        // The process owns the disk: it goes as soon as QEMU has exited.
+        let process = Process::spawn_holding(command, config.console, Box::new(disk))
+            .map_err(|e| spawn_error(&qemu, e))?;
         let mut vm = Vm {
             process,
             qmp: None,
             accel,
             qmp_socket,
             hard_stopped: false,
+            config_disk: disk_path,
             _state_dir: owned,
         };
         vm.qmp = Some(vm.connect_qmp()?);
@@ -145,13 +162,28 @@ impl Vm {
         &self.qmp_socket
     }
 
+    /// Where the config disk was written ([`VmConfig::run_config`]), if it
+    /// was. The file exists while QEMU runs and is gone once it has exited.
+    pub fn config_disk(&self) -> Option<&Path> {
+        self.config_disk.as_deref()
+    }
+
     /// Waits for a console line containing `marker` (seen at any time since
-    /// boot) and returns the line.
+    /// boot) and returns the line as the guest printed it.
+    ///
+    /// Lines are matched in their untimed text form
+    /// ([`console::normalize`]), so `nodeos-init: starting app` matches
+    /// the record `2026-11-26T15:00:01.123Z nodeos-init: starting app` and
+    /// its JSON form alike, and an app's output matches without its
+    /// `TIME app[N] out: ` prefix.
     pub fn wait_for_line(&self, marker: &str, timeout: Duration) -> Result<String, Error> {
         self.wait_for_line_matching(marker, |line| line.contains(marker), timeout)
     }
 
-    /// Waits for a console line for which `pred` holds; `what` names it in errors.
+    /// Waits for a console line for which `pred` holds and returns it as the
+    /// guest printed it; `what` names it in errors. `pred` sees the line's
+    /// untimed text form ([`console::normalize`]), as in
+    /// [`Vm::wait_for_line`].
     pub fn wait_for_line_matching(
         &self,
         what: &str,
@@ -161,11 +193,7 @@ impl Vm {
         let mut next = 0;
         let mut found = None;
         let (state, done) = self.process.wait_until(timeout, |state| {
-            found = state
-                .log
-                .since(next)
-                .find(|line| pred(line))
-                .map(str::to_owned);
+            found = first_match(state.log.since(next), &pred).map(str::to_owned);
             next = state.log.end();
             found.is_some() || !state.stdout_open
         });
@@ -279,6 +307,14 @@ impl Drop for Vm {
     }
 }
 
+/// The first of `lines` whose untimed text form satisfies `pred`.
+fn first_match<'a>(
+    mut lines: impl Iterator<Item = &'a str>,
+    pred: impl Fn(&str) -> bool,
+) -> Option<&'a str> {
+    lines.find(|line| pred(&console::normalize(line)))
+}
+
 /// Each forwarded host port must be free now (QEMU would fail later with a
 /// less clear message) and forwarded once.
 fn check_forwards(forwards: &[PortForward]) -> Result<(), Error> {
@@ -314,7 +350,52 @@ fn check_forwards(forwards: &[PortForward]) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::{Accel, ConsoleSink};
-    use nodeos_manifest::console;
+    use nodeos_manifest::RunConfig;
+
+    #[test]
+    fn markers_match_records_of_either_log_format() {
+        use console::{LogFormat, Record, Source, Stream};
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let record = |source, message: &str| {
+                Record {
+                    unix_ms: 1_795_705_201_123,
+                    source,
+                    message: message.to_owned(),
+                }
+                .format(format)
+            };
+            let starting = record(Source::Init, "starting app");
+            let listening = record(
+                Source::App {
+                    generation: 1,
+                    stream: Stream::Stdout,
+                },
+                "listening on 3000",
+            );
+            let lines = [
+                "[    0.5] Linux version 6.1",
+                starting.as_str(),
+                listening.as_str(),
+            ];
+            let find = |marker: &str| first_match(lines.into_iter(), |l| l.contains(marker));
+            assert_eq!(
+                find(console::STARTING_APP),
+                Some(starting.as_str()),
+                "{format:?}"
+            );
+            // The accelerator fallback waits for any init line.
+            assert_eq!(find(console::PREFIX), Some(starting.as_str()), "{format:?}");
+            assert_eq!(find("listening on"), Some(listening.as_str()), "{format:?}");
+            assert_eq!(find("Linux version"), Some(lines[0]));
+            // The timestamp and the record syntax are not part of the match.
+            assert_eq!(find("2026-11-26"), None, "{format:?}");
+            assert_eq!(find("\"source\""), None, "{format:?}");
+            assert_eq!(
+                first_match(lines.into_iter(), |l| l == "listening on 3000"),
+                Some(listening.as_str())
+            );
+        }
+    }
 
     #[test]
     fn busy_host_port_is_reported_before_qemu_starts() {
@@ -418,6 +499,53 @@ mod tests {
             Outcome::derive(status, lines, "", false),
             Outcome::AppExited(nodeos_manifest::console::AppExit::Code(3))
         );
+    }
+
+    #[test]
+    fn config_disk_is_removed_once_qemu_has_exited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut run_config = RunConfig::default();
+        run_config.env.insert("TOKEN".into(), "hunter2".into());
+        let disk = ConfigDisk::write(&run_config).unwrap();
+        let path = disk.path().to_path_buf();
+        let qemu = fake_qemu(dir.path(), "sleep 600");
+        let process =
+            Process::spawn_holding(Command::new(&qemu), ConsoleSink::None, Box::new(disk)).unwrap();
+        assert!(path.is_file(), "the disk lives while QEMU runs");
+        process.kill_and_reap().expect("QEMU is reaped");
+        assert!(!path.exists(), "the disk outlived QEMU");
+        assert!(!path.parent().unwrap().exists());
+    }
+
+    #[test]
+    fn config_disk_is_passed_by_path_only_and_removed_when_start_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let args_file = dir.path().join("args");
+        let mut config = fake_config(
+            dir.path(),
+            &format!(
+                "for a in \"$@\"; do echo \"$a\"; done > '{}'; exit 1",
+                args_file.display()
+            ),
+        );
+        config
+            .run_config
+            .env
+            .insert("TOKEN".into(), "hunter2".into());
+        let err = Vm::start(config).unwrap_err();
+        assert!(matches!(err, Error::Exited { .. }), "{err:?}");
+        let args = std::fs::read_to_string(&args_file).unwrap();
+        assert!(!args.contains("hunter2"), "{args}");
+        let drive = args
+            .lines()
+            .find(|a| a.contains(",id=config,"))
+            .unwrap_or_else(|| panic!("no config drive in {args}"));
+        let path = drive
+            .strip_prefix("file=")
+            .and_then(|d| d.split(",format=").next())
+            .unwrap();
+        assert!(path.ends_with("config.img"), "{drive}");
+        assert!(!Path::new(path).exists(), "{path} outlived QEMU");
     }
 
     #[test]
@@ -544,6 +672,42 @@ mod tests {
             matches!(outcome, Outcome::KernelPanic { .. }),
             "{outcome:?}"
         );
+    }
+
+    #[test]
+    fn config_disk_is_the_last_virtio_disk_and_gone_after_exit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.img");
+        std::fs::write(&empty, b"").unwrap();
+        let data = dir.path().join("data.img");
+        std::fs::write(&data, vec![0u8; 1 << 20]).unwrap();
+        let mut config = tcg_config(&empty, "console=ttyS0 panic=-1");
+        config.data_disk = Some(data);
+        config
+            .run_config
+            .env
+            .insert("TOKEN".into(), "hunter2".into());
+        config.run_config.grace = Some(5);
+        let expected = config.run_config.clone();
+        let mut vm = Vm::start(config).unwrap();
+        let disk = vm.config_disk().expect("a config disk").to_path_buf();
+        let mode = std::fs::metadata(&disk).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let bytes = std::fs::read(&disk).unwrap();
+        assert_eq!(RunConfig::from_disk(&bytes).unwrap(), Some(expected));
+        // Root, data, config: /dev/vda, vdb, vdc (one 4 KiB page = 8 sectors).
+        let line = vm
+            .wait_for_line("[vdc] 8 512-byte logical blocks", Duration::from_secs(120))
+            .unwrap();
+        eprintln!("{line}");
+        let log = vm.console_log();
+        assert!(log.contains("[vdb] 2048 512-byte logical blocks"), "{log}");
+        vm.wait(Duration::from_secs(120))
+            .unwrap()
+            .expect("QEMU exits after the panic (-no-reboot)");
+        assert!(!disk.exists(), "the config disk outlived QEMU");
+        assert!(!vm.console_log().contains("hunter2"));
     }
 
     #[test]

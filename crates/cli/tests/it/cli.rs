@@ -314,3 +314,205 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Runs `nodeos run IMAGE_DIR ARGS` where IMAGE_DIR does not exist: a usage
+/// error must win over the missing image (exit 8), so it is found first.
+#[track_caller]
+fn assert_run_usage_error(args: &[&str], needles: &[&str]) -> std::process::Output {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = run(nodeos()
+        .arg("run")
+        .arg(tmp.path().join("nope.nodeos"))
+        .args(args)
+        .env_remove("NODEOS_TEST_UNSET"));
+    assert_exit(&output, 2);
+    let err = stderr(&output);
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in:\n{err}"
+        );
+    }
+    assert_eq!(err.matches("error:").count(), 1, "one error:\n{err}");
+    output
+}
+
+#[test]
+fn run_with_bad_settings_flags_exits_2_naming_the_flag() {
+    assert_run_usage_error(&["--restart", "sometimes"], &["--restart", "on-failure"]);
+    assert_run_usage_error(&["--grace", "99999"], &["--grace", "3600"]);
+    assert_run_usage_error(&["--grace", "soon"], &["--grace"]);
+    assert_run_usage_error(&["--log-format", "xml"], &["--log-format", "json"]);
+    assert_run_usage_error(&["--stop-timeout", "soon"], &["--stop-timeout"]);
+}
+
+#[test]
+fn run_with_bad_env_flags_exits_2_without_printing_values() {
+    let output = assert_run_usage_error(&["--env", "=hunter2"], &["--env", "name is empty"]);
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+    assert_run_usage_error(
+        &["-e", "NODEOS_TEST_UNSET"],
+        &["--env NODEOS_TEST_UNSET", "not set"],
+    );
+    assert_run_usage_error(
+        &["--env-file", "/nonexistent/app.env"],
+        &["--env-file /nonexistent/app.env", "cannot read"],
+    );
+}
+
+#[test]
+fn run_with_a_bad_env_file_line_names_file_and_line_but_not_the_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good.env");
+    std::fs::write(&good, "A=1\n").unwrap();
+    let bad = tmp.path().join("bad.env");
+    std::fs::write(
+        &bad,
+        "# secrets\nDB_USER=app\nDB_PASSWORD hunter2\nAPI_KEY='also-secret\n",
+    )
+    .unwrap();
+    let location = format!("--env-file {}:3:", bad.display());
+    let output = assert_run_usage_error(
+        &[
+            "--env-file",
+            good.to_str().unwrap(),
+            "--env-file",
+            bad.to_str().unwrap(),
+        ],
+        &[&location, "KEY=VALUE"],
+    );
+    let all = format!(
+        "{}{}",
+        stderr(&output),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        !all.contains("hunter2") && !all.contains("also-secret"),
+        "{all}"
+    );
+
+    std::fs::write(&bad, "OK=1\nAPI_KEY='also-secret\n").unwrap();
+    let location = format!("--env-file {}:2:", bad.display());
+    let output = assert_run_usage_error(&["--env-file", bad.to_str().unwrap()], &[&location]);
+    assert!(
+        !stderr(&output).contains("also-secret"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A stand-in for QEMU that saves its arguments and the config disk into
+/// `dir` and exits 1, as QEMU does on a bad option: `nodeos run` then fails
+/// with exit 10 without any VM.
+fn recording_qemu(dir: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("fake-qemu");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+out='{}'
+for a in "$@"; do
+  printf '%s\n' "$a" >> "$out/args"
+  case "$a" in
+    file=*,id=config,*) f="${{a#file=}}"; cp "${{f%%,format=raw*}}" "$out/config.img" ;;
+  esac
+done
+exit 1
+"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn run_passes_settings_and_env_on_a_config_disk_and_never_prints_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("fake.nodeos");
+    fake_image(&image);
+    let qemu = recording_qemu(tmp.path());
+    let env_file = tmp.path().join("app.env");
+    std::fs::write(
+        &env_file,
+        "export DB_URL=\"postgres://app:hunter2@db/app\"\nMODE=file\nEMPTY=\n",
+    )
+    .unwrap();
+    let output = run(nodeos()
+        .arg("run")
+        .arg(&image)
+        .args(["--accel", "tcg", "--restart", "never", "--grace", "3"])
+        .args(["--log-format", "json", "--env-file"])
+        .arg(&env_file)
+        .args(["--env", "MODE=flag", "-e", "FROM_HOST"])
+        .env("FROM_HOST", "s3cret-from-host")
+        .env("NODEOS_QEMU", &qemu));
+    assert_exit(&output, 10);
+    let printed = format!(
+        "{}{}",
+        stderr(&output),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    for secret in ["hunter2", "s3cret-from-host"] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+
+    let args = std::fs::read_to_string(tmp.path().join("args")).unwrap();
+    assert!(
+        !args.contains("hunter2") && !args.contains("s3cret"),
+        "{args}"
+    );
+    let drives: Vec<&str> = args.lines().filter(|a| a.starts_with("file=")).collect();
+    assert_eq!(drives.len(), 2, "{args}");
+    assert!(drives[0].contains("id=root"), "root is /dev/vda: {args}");
+    assert!(drives[1].ends_with("id=config,readonly=on"), "{args}");
+    let disk_path = drives[1]
+        .strip_prefix("file=")
+        .and_then(|d| d.split(",format=").next())
+        .unwrap();
+    assert!(
+        !Path::new(disk_path).exists(),
+        "the config disk outlived QEMU"
+    );
+
+    let disk = std::fs::read(tmp.path().join("config.img")).unwrap();
+    let config = nodeos_manifest::RunConfig::from_disk(&disk)
+        .unwrap()
+        .expect("a config disk");
+    assert_eq!(config.restart, Some(nodeos_manifest::RestartPolicy::Never));
+    assert_eq!(config.grace, Some(3));
+    assert_eq!(config.log_format, Some(nodeos_manifest::LogFormat::Json));
+    let env: Vec<(&str, &str)> = config
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("DB_URL", "postgres://app:hunter2@db/app"),
+            ("EMPTY", ""),
+            ("FROM_HOST", "s3cret-from-host"),
+            ("MODE", "flag"),
+        ]
+    );
+}
+
+#[test]
+fn run_without_settings_flags_attaches_no_config_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("fake.nodeos");
+    fake_image(&image);
+    let qemu = recording_qemu(tmp.path());
+    let output = run(nodeos()
+        .arg("run")
+        .arg(&image)
+        .args(["--accel", "tcg"])
+        .env("NODEOS_QEMU", &qemu));
+    assert_exit(&output, 10);
+    let args = std::fs::read_to_string(tmp.path().join("args")).unwrap();
+    assert!(!args.contains("id=config"), "{args}");
+    assert!(!tmp.path().join("config.img").exists());
+}
