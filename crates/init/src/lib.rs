@@ -6,46 +6,17 @@
 //! is a static musl binary with pure-Rust dependencies only. [`run`] lists
 //! the phases; the `nodeos-init` binary calls it and then [`shutdown`].
 //!
-//! # Guest contract (what the app can rely on)
+//! # Guest contract
 //!
-//! * **Process**: `AppConfig.node` (normally `/usr/bin/node`) runs with
-//!   `AppConfig.args`, working directory `AppConfig.workdir` (the app's root,
-//!   normally `/app`), as root for now (unprivileged user: not yet), as the
-//!   leader of its own session and process group. stdin is `/dev/null`;
-//!   stdout and stderr are the serial console.
-//! * **Environment**: exactly `PATH=/usr/bin:/bin`, `HOME=/tmp`, plus every
-//!   `AppConfig.env` entry (which win over those two; `NODE_ENV`, `PORT` come
-//!   from there). Nothing from the kernel command line leaks in.
-//! * **Filesystems**: `/` read-only; `/tmp` tmpfs (mode 1777, nosuid, nodev,
-//!   exec allowed); `/run` tmpfs (0755, noexec); `/dev` devtmpfs; `/dev/shm`
-//!   tmpfs (1777); `/proc`, `/sys`. Tmpfs contents are lost at power-off.
-//! * **Network** is up before node starts: `lo` 127.0.0.1/8 (and ::1), the
-//!   first Ethernet interface (sorted by name, usually `eth0`) configured by
-//!   DHCPv4 (address, netmask, default route, DNS servers in
-//!   `/etc/resolv.conf` → `/run/resolv.conf`; the lease is renewed in the
-//!   background), waiting at most `nodeos.dhcp_timeout` (10 s). No answer:
-//!   one `error:` line and the app starts without an IPv4 address while DHCP
-//!   keeps trying. With `nodeos.ip=ADDR/PREFIX` the address is static instead,
-//!   with `nodeos.gw` (10.0.2.2) and `nodeos.dns` (10.0.2.3). IPv6
-//!   autoconfigures if the network offers it.
-//!   The hostname is the app name made a valid hostname (`@acme/My_API` →
-//!   `acme-my-api`). No NIC: a warning, the app starts anyway.
-//! * **Stopping**: SIGTERM or SIGINT to PID 1, Ctrl-Alt-Del, or the ACPI power
-//!   button (QMP `system_powerdown`) sends **SIGTERM to the app's process**;
-//!   after the grace period (`nodeos.grace=SECONDS`, default 10) its process
-//!   group gets SIGKILL. Once the app has exited, every remaining process
-//!   gets SIGTERM, then SIGKILL 2 s later; then `sync` and power off.
-//! * **The app exiting** (any code or signal) powers the VM off. There is no
-//!   restart policy yet.
-//! * **Orphans** are reaped by PID 1; zombies never accumulate.
-//! * **Console markers** (whole lines, from [`nodeos_manifest::console`]):
-//!   `nodeos-init: starting app`, `nodeos-init: shutdown requested`,
-//!   `nodeos-init: app exited code=N` / `signal=N`, `nodeos-init: powering off`.
-//!   Every line init prints starts with `nodeos-init: `; errors as
-//!   `nodeos-init: error: …`, warnings as `nodeos-init: warning: …`.
-//! * **Broken image or boot parameters** (unreadable or invalid app.json,
-//!   malformed `nodeos.*` value, node missing): one `error:` line, then the
-//!   normal power-off path. PID 1 never exits or panics into the kernel.
+//! What the app can rely on (its user, environment, filesystems, network,
+//! restart policy, shutdown, log format, console markers) is written down
+//! once, in `docs/guest-contract.md`, and each line there names the test
+//! that checks it. In short: node runs the app from `/app` as the
+//! unprivileged user `app` without capabilities, after the network is up,
+//! entropy is ready and the clock is set; its output is logged with
+//! timestamps; it is restarted by its restart policy with backoff; a
+//! shutdown request gives it SIGTERM and a grace period; PID 1 never
+//! exits or panics into the kernel: every path ends in [`shutdown()`].
 
 pub mod config;
 pub mod console;
