@@ -3,6 +3,7 @@
 //! (`--env`, `--restart`, …) go to the guest on a config disk.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use anyhow::Context;
 use nodeos_image::Reporter;
 use nodeos_image::project::Project;
 use nodeos_manifest::console;
+use nodeos_manifest::settings::{Cidr, StaticIpv4};
 use nodeos_manifest::settings::{MAX_GRACE_SECS, check_env};
 use nodeos_manifest::{LogFormat, MANIFEST_FILE, Manifest, RestartPolicy, RunConfig};
 use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
@@ -54,6 +56,16 @@ pub struct RunArgs {
     /// Console log format of the guest [default: the image's, else text].
     #[arg(long, value_name = "text|json")]
     log_format: Option<LogFormat>,
+    /// Static IPv4 address of the guest's first NIC instead of DHCP (or
+    /// the image's address), e.g. 10.0.2.20/24.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    ip: Option<Cidr<Ipv4Addr>>,
+    /// Default gateway with --ip [default: none].
+    #[arg(long, value_name = "ADDR", requires = "ip")]
+    gateway: Option<Ipv4Addr>,
+    /// DNS server of the guest, replacing the image's and DHCP's (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    dns: Vec<IpAddr>,
     /// Seconds to wait for a clean shutdown after Ctrl-C before killing the
     /// VM [default: 30, or --grace + 15 if that is more].
     #[arg(long, value_name = "SECS")]
@@ -220,7 +232,11 @@ fn run_config(
         restart: args.restart,
         grace: args.grace,
         log_format: args.log_format,
-        network: None,
+        ipv4: args.ip.map(|address| StaticIpv4 {
+            address,
+            gateway: args.gateway,
+        }),
+        dns: args.dns.clone(),
     };
     // Clap and the checks above cover all of it; this is the contract's word.
     config
@@ -498,6 +514,29 @@ mod tests {
     }
 
     #[test]
+    fn network_flags_become_a_static_address_and_dns_servers() {
+        let flags = [
+            "--ip",
+            "10.0.2.20/24",
+            "--gateway",
+            "10.0.2.2",
+            "--dns",
+            "10.0.2.3",
+        ];
+        let config = run_config(&args(&flags), host).unwrap();
+        let v4 = config.ipv4.unwrap();
+        assert_eq!(v4.address.to_string(), "10.0.2.20/24");
+        assert_eq!(v4.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(config.dns, [IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))]);
+        let flags = ["--ip", "10.0.2.20/24", "--gateway", "10.0.3.2"];
+        let err = run_config(&args(&flags), host).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("network.ipv4.gateway"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn no_flags_means_an_empty_run_config() {
         assert!(run_config(&args(&[]), host).unwrap().is_empty());
     }
@@ -551,6 +590,18 @@ mod tests {
         assert!(fails(&["--grace", "3601"]));
         assert!(fails(&["--grace", "-1"]));
         assert!(fails(&["--log-format", "xml"]));
+        assert!(fails(&["--ip", "10.0.2.20"]), "prefix required");
+        assert!(fails(&["--ip", "10.0.2.20/33"]));
+        assert!(fails(&["--gateway", "10.0.2.2"]), "--gateway needs --ip");
+        assert!(fails(&["--dns", "nameserver"]));
+        assert!(!fails(&[
+            "--ip",
+            "10.0.2.20/24",
+            "--gateway",
+            "10.0.2.2",
+            "--dns",
+            "fec0::3"
+        ]));
         assert!(!fails(&[
             "--grace",
             "3600",

@@ -351,8 +351,12 @@ pub struct RunConfig {
     pub grace: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// A static IPv4 address for this boot (replaces DHCP or the image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<Network>,
+    pub ipv4: Option<StaticIpv4>,
+    /// DNS servers for this boot (replace the image's and the lease's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<IpAddr>,
 }
 
 /// Shows environment names only: the values may be secrets.
@@ -370,7 +374,8 @@ impl fmt::Debug for RunConfig {
             .field("restart", &self.restart)
             .field("grace", &self.grace)
             .field("log_format", &self.log_format)
-            .field("network", &self.network)
+            .field("ipv4", &self.ipv4)
+            .field("dns", &self.dns)
             .finish()
     }
 }
@@ -439,8 +444,11 @@ impl RunConfig {
         if let Some(format) = self.log_format {
             settings.log_format = format;
         }
-        if let Some(network) = &self.network {
-            settings.network = network.clone();
+        if let Some(ipv4) = self.ipv4 {
+            settings.network.ipv4 = Some(ipv4);
+        }
+        if !self.dns.is_empty() {
+            settings.network.dns = self.dns.clone();
         }
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -455,7 +463,11 @@ impl RunConfig {
                 format!("{grace} seconds is more than the maximum of {MAX_GRACE_SECS}"),
             ));
         }
-        if let Some(network) = &self.network {
+        if let Some(v4) = &self.ipv4 {
+            let network = Network {
+                ipv4: Some(*v4),
+                ..Network::default()
+            };
             network.validate()?;
         }
         for (key, value) in &self.env {
@@ -629,7 +641,11 @@ mod tests {
             restart: Some(RestartPolicy::Never),
             grace: Some(2),
             log_format: Some(LogFormat::Json),
-            network: None,
+            ipv4: Some(StaticIpv4 {
+                address: "10.0.2.30/24".parse().unwrap(),
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            }),
+            dns: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))],
         }
     }
 
@@ -696,6 +712,11 @@ mod tests {
         assert_eq!(settings.restart, RestartPolicy::Never);
         assert_eq!(settings.grace, 2);
         assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(
+            settings.network.ipv4.unwrap().address.to_string(),
+            "10.0.2.30/24"
+        );
+        assert_eq!(settings.network.dns.len(), 1);
         assert_eq!(env.len(), 2);
         assert!(RunConfig::default().is_empty());
         assert!(!run_config().is_empty());

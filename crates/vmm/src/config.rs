@@ -414,44 +414,11 @@ impl fmt::Debug for VmConfig {
             .field("machine", machine)
             .field("forwards", forwards)
             .field("data_disk", data_disk)
-            .field("run_config", &Redacted(run_config))
+            .field("run_config", run_config)
             .field("qemu", qemu)
             .field("console", console)
             .field("state_dir", state_dir)
             .field("extra_args", extra_args)
-            .finish()
-    }
-}
-
-/// A [`RunConfig`] for `Debug` output: environment values hidden.
-struct Redacted<'a>(&'a RunConfig);
-
-impl fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let RunConfig {
-            env,
-            restart,
-            grace,
-            log_format,
-            network,
-        } = self.0;
-        struct Hidden;
-        impl fmt::Debug for Hidden {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("<redacted>")
-            }
-        }
-        f.debug_struct("RunConfig")
-            .field(
-                "env",
-                &env.keys()
-                    .map(|k| (k, Hidden))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            )
-            .field("restart", restart)
-            .field("grace", grace)
-            .field("log_format", log_format)
-            .field("network", network)
             .finish()
     }
 }
