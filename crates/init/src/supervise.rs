@@ -62,8 +62,9 @@ pub fn listen() -> Result<Events, Error> {
     Ok(Events { rx, _tx: tx })
 }
 
-/// Delay before the first restart; doubled after each quick exit.
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Delay before the first restart; doubled after each quick exit (as
+/// Docker's restart policies do).
+pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// The longest delay between restarts (also the delay in a crash loop).
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run at least this long counts as healthy: the backoff starts over.
@@ -271,20 +272,23 @@ impl Supervisor {
         {
             self.recent_exits.pop_front();
         }
-        let mut delay = backoff(self.quick_exits);
-        if self.recent_exits.len() >= CRASH_LOOP_EXITS {
-            if !self.crash_loop {
-                actions.push(Action::Print(format!(
-                    "{}app state crash-loop: {} exits within {}s; retrying every {}s",
-                    console::PREFIX,
-                    self.recent_exits.len(),
-                    CRASH_LOOP_WINDOW.as_secs(),
-                    BACKOFF_MAX.as_secs()
-                )));
-            }
+        if self.recent_exits.len() >= CRASH_LOOP_EXITS && !self.crash_loop {
             self.crash_loop = true;
-            delay = BACKOFF_MAX;
+            actions.push(Action::Print(format!(
+                "{}app state crash-loop: {} exits within {}s; retrying every {}s",
+                console::PREFIX,
+                self.recent_exits.len(),
+                CRASH_LOOP_WINDOW.as_secs(),
+                BACKOFF_MAX.as_secs()
+            )));
         }
+        // In a crash loop every retry waits the longest delay, until a run
+        // lasts HEALTHY_AFTER.
+        let delay = if self.crash_loop {
+            BACKOFF_MAX
+        } else {
+            backoff(self.quick_exits)
+        };
         actions.push(Action::Print(format!(
             "{}restarting the app in {} (restart {}, policy {})",
             console::PREFIX,
@@ -366,7 +370,8 @@ impl Supervisor {
     }
 }
 
-/// The delay before restart number `n` (1-based): 1 s, 2 s, 4 s, … capped.
+/// The delay before restart number `n` (1-based): 0.1 s, 0.2 s, 0.4 s, …
+/// capped at [`BACKOFF_MAX`].
 pub fn backoff(n: u32) -> Duration {
     let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
     BACKOFF_INITIAL.saturating_mul(factor).min(BACKOFF_MAX)
@@ -518,6 +523,10 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     fn lines(actions: &[Action]) -> Vec<&str> {
         actions
             .iter()
@@ -549,8 +558,13 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let delays: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        let delays: Vec<u128> = (1..=11).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000
+            ]
+        );
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
     }
 
@@ -568,17 +582,20 @@ mod tests {
             lines(&actions),
             [
                 "nodeos-init: app exited code=3",
-                "nodeos-init: restarting the app in 1s (restart 1, policy always)"
+                "nodeos-init: restarting the app in 0.1s (restart 1, policy always)"
             ]
         );
-        assert_eq!(s.deadline(), Some(t1 + secs(1)));
-        assert!(s.tick(t1).is_empty(), "never restarts before the backoff");
-        assert_eq!(s.tick(t1 + secs(1)), [Action::Start]);
+        assert_eq!(s.deadline(), Some(t1 + ms(100)));
+        assert!(
+            s.tick(t1 + ms(99)).is_empty(),
+            "never restarts before the backoff"
+        );
+        assert_eq!(s.tick(t1 + ms(100)), [Action::Start]);
         s.started(APP + 1, t1 + secs(1));
         assert_eq!(s.generation(), 2);
         let actions = s.child_exited(APP + 1, raw_exit(0), false, t1 + secs(2));
         assert!(
-            lines(&actions)[1].contains("in 2s (restart 2"),
+            lines(&actions)[1].contains("in 0.2s (restart 2"),
             "{actions:?}"
         );
         assert_eq!(
@@ -599,15 +616,19 @@ mod tests {
         s.tick(t0 + secs(2));
         s.started(APP, t0 + secs(2));
         s.child_exited(APP, raw_exit(1), false, t0 + secs(3));
-        assert_eq!(s.deadline(), Some(t0 + secs(5)), "second quick exit: 2s");
+        assert_eq!(
+            s.deadline(),
+            Some(t0 + secs(3) + ms(200)),
+            "second quick exit"
+        );
         s.tick(t0 + secs(5));
         s.started(APP, t0 + secs(5));
         let t = t0 + secs(5) + HEALTHY_AFTER;
         s.child_exited(APP, raw_exit(1), false, t);
         assert_eq!(
             s.deadline(),
-            Some(t + secs(1)),
-            "after a long run: 1s again"
+            Some(t + BACKOFF_INITIAL),
+            "after a long run: from the start"
         );
     }
 

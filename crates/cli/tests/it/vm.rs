@@ -348,12 +348,12 @@ fn crashing_app_is_restarted_with_backoff_then_crash_loops_idle() {
     let vm = boot(&image, 256, vec![]);
     wait_line(
         &vm,
-        "restarting the app in 1s (restart 1, policy always)",
+        "restarting the app in 0.1s (restart 1, policy always)",
         BOOT,
     );
     wait_line(
         &vm,
-        "restarting the app in 2s (restart 2, policy always)",
+        "restarting the app in 0.2s (restart 2, policy always)",
         BOOT,
     );
     wait_line(
@@ -407,7 +407,7 @@ fn oom_killed_app_is_reported_and_restarted() {
     );
     wait_line(
         &vm,
-        "restarting the app in 1s (restart 1, policy always)",
+        "restarting the app in 0.1s (restart 1, policy always)",
         BOOT,
     );
     wait_line(&vm, "app[2] out: allocating", BOOT);
