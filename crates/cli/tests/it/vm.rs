@@ -93,6 +93,31 @@ fn hello_answers_http_and_powers_off_cleanly_on_the_power_button() {
     assert!(vm.console_log().contains(console::POWER_OFF));
 }
 
+/// Ctrl-Alt-Del on the VM's keyboard is a shutdown request like the power
+/// button: init has the kernel turn it into SIGINT and stops the app.
+#[test]
+fn ctrl_alt_del_stops_the_app_and_powers_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = build_image(&example("hello"), Some(tmp.path()), Profile::Dev);
+    let (port, fwd) = forward(3000);
+    let mut vm = boot(&image, 256, vec![fwd]);
+    http_get_until_ok(port, "/", BOOT)
+        .unwrap_or_else(|e| fail_with_console(&vm, &format!("GET /: {e}")));
+    let keys = serde_json::json!({"keys": [
+        {"type": "qcode", "data": "ctrl"},
+        {"type": "qcode", "data": "alt"},
+        {"type": "qcode", "data": "delete"},
+    ]});
+    if let Err(e) = vm.qmp().and_then(|q| q.execute("send-key", Some(keys))) {
+        fail_with_console(&vm, &format!("QMP send-key: {e}"));
+    }
+    wait_line(&vm, "Ctrl-Alt-Del: sending SIGTERM to the app", STOP);
+    match vm.wait(STOP) {
+        Ok(Some(Outcome::AppExited(AppExit::Code(0)))) => {}
+        other => fail_with_console(&vm, &format!("expected a clean power-off, got {other:?}")),
+    }
+}
+
 #[test]
 fn node_finds_every_kernel_feature_it_needs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -578,7 +603,7 @@ fn static_network_hosts_entry_and_outbound_tcp() {
         r#"{{"name":"netstatic","version":"0.1.0","engines":{{"node":"22"}},"scripts":{{"start":"node main.js"}},
             "nodeos":{{"restart":"never","env":{{"HOST_PORT":"{host_port}"}},
               "network":{{"ipv4":{{"address":"10.0.2.20/24","gateway":"10.0.2.2"}},
-                          "ipv6":{{"address":"fec0::20/64"}},
+                          "ipv6":{{"address":"fec0::20/64","gateway":"fec0::2"}},
                           "hosts":{{"host.internal":"10.0.2.2"}}}}}}}}"#
     );
     write_project(
@@ -604,6 +629,7 @@ fn static_network_hosts_entry_and_outbound_tcp() {
         line.ends_with("network: eth0 10.0.2.20/24 via 10.0.2.2 (static)"),
         "{line}"
     );
+    wait_line(&vm, "network: eth0 fec0::20/64 via fec0::2 (static)", BOOT);
     wait_line(&vm, "TCP pong from the host", BOOT);
     let log = vm.console_log();
     assert!(log.contains("LOOKUP 10.0.2.2"), "{log}");
