@@ -43,7 +43,7 @@ pub use shutdown::shutdown;
 /// 1. **mount** ([`mounts::mount_all`]): /proc, /sys, /dev, /dev/shm, /tmp, /run.
 /// 2. **console & logs** ([`console::setup`], [`log`]): fds 0–2 on
 ///    `/dev/console`; every line timestamped, in text until the config
-///    says otherwise.
+///    says otherwise. Init's memory is locked ([`lock_memory`]).
 /// 3. **signals** ([`supervise::listen`]): Ctrl-Alt-Del → SIGINT; SIGTERM,
 ///    SIGINT, SIGCHLD and the power button feed one channel (early, so a
 ///    request during boot is not lost).
@@ -66,6 +66,7 @@ pub fn run() -> Result<(), Error> {
     let sys = &mut system::Linux;
     mounts::mount_all(sys)?;
     console::setup()?;
+    lock_memory();
     let events = supervise::listen()?;
     let app = load_config(sys)?;
     entropy::ready(sys);
@@ -73,6 +74,17 @@ pub fn run() -> Result<(), Error> {
     let creds = privileges::prepare(sys, &app)?;
     supervise::supervise(&app, creds, &events);
     Ok(())
+}
+
+/// Keeps init's own pages in memory (as they are touched), so that when
+/// the app drives the VM into memory pressure, PID 1 is not paged out and
+/// stays responsive: it still reaps, logs and restarts. Init is about 1 MiB.
+fn lock_memory() {
+    use rustix::mm::MlockAllFlags;
+    let flags = MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT;
+    if let Err(e) = rustix::mm::mlockall(flags) {
+        say!("warning: cannot lock init's memory: {e}; init may stall under memory pressure");
+    }
 }
 
 /// Phase 4: the app config with the run config applied; switches the log

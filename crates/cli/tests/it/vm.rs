@@ -419,8 +419,10 @@ fn oom_killed_app_is_reported_and_restarted() {
         r#"{"name":"hog","version":"0.1.0","engines":{"node":"22"},"scripts":{"start":"node main.js"}}"#,
         &[(
             "main.js",
+            // One tight synchronous loop: memory runs out fast, before the
+            // kernel spends long evicting node's code pages.
             "console.log('allocating');\nconst keep = [];\n\
-             setInterval(() => { keep.push(Buffer.alloc(8 << 20, 1)); }, 5);\n",
+             for (;;) keep.push(Buffer.alloc(16 << 20, 1));\n",
         )],
     );
     let image = build_image(&project, None, Profile::Dev);
