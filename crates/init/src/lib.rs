@@ -25,6 +25,7 @@ pub mod entropy;
 pub mod error;
 pub mod input;
 pub mod log;
+pub mod memory;
 pub mod mounts;
 pub mod net;
 pub mod privileges;

@@ -27,6 +27,8 @@ pub enum Event {
     Signal(i32),
     /// The ACPI power button was pressed.
     PowerButton,
+    /// Memory stayed low ([`crate::memory`]).
+    MemoryLow(crate::memory::MemInfo),
 }
 
 /// The channel the main loop waits on. Holding a sender keeps `recv` from
@@ -59,6 +61,7 @@ pub fn listen() -> Result<Events, Error> {
         })
         .map_err(Error::Signals)?;
     input::watch_power_button(&tx);
+    crate::memory::watch(tx.clone());
     Ok(Events { rx, _tx: tx })
 }
 
@@ -149,6 +152,8 @@ pub struct Supervisor {
     recent_exits: VecDeque<Instant>,
     crash_loop: bool,
     last_exit: Option<ExitRecord>,
+    /// Init killed the running app for lack of memory.
+    killed_for_memory: bool,
 }
 
 impl Supervisor {
@@ -162,6 +167,7 @@ impl Supervisor {
             recent_exits: VecDeque::new(),
             crash_loop: false,
             last_exit: None,
+            killed_for_memory: false,
         }
     }
 
@@ -187,6 +193,7 @@ impl Supervisor {
     /// The app of generation [`Supervisor::generation`] `+ 1` is running as `pid`.
     pub fn started(&mut self, pid: i32, now: Instant) -> Vec<Action> {
         self.generation += 1;
+        self.killed_for_memory = false;
         self.state = State::Running { pid, since: now };
         Vec::new()
     }
@@ -226,15 +233,20 @@ impl Supervisor {
         let Some(exit) = app_exit(status) else {
             return Vec::new();
         };
-        // OOM only explains a SIGKILL init did not send itself.
-        let oom = oom && exit == AppExit::Signal(9) && since.is_some();
+        // The kernel's OOM killer only explains a SIGKILL init did not send
+        // itself; the low-memory watchdog's SIGKILL is init's.
+        let killed = exit == AppExit::Signal(9);
+        let by_init = killed && self.killed_for_memory;
+        let oom = by_init || (oom && killed && since.is_some());
         self.last_exit = Some(ExitRecord {
             generation: self.generation,
             exit,
             oom,
         });
         let mut line = console::app_exited_line(exit);
-        if oom {
+        if by_init {
+            line.push_str(" (out of memory: killed by nodeos-init's low-memory watchdog)");
+        } else if oom {
             line.push_str(" (out of memory: killed by the kernel's OOM killer)");
         }
         let mut actions = vec![Action::Print(line)];
@@ -298,6 +310,28 @@ impl Supervisor {
         )));
         self.state = State::Backoff { until: now + delay };
         actions
+    }
+
+    /// Memory stayed low: the running app is killed (once) and its exit
+    /// reported as out of memory; the restart policy then applies.
+    pub fn memory_low(&mut self, info: crate::memory::MemInfo) -> Vec<Action> {
+        let State::Running { pid, .. } = self.state else {
+            return Vec::new();
+        };
+        if self.killed_for_memory {
+            return Vec::new();
+        }
+        self.killed_for_memory = true;
+        vec![
+            Action::Print(format!(
+                "{}memory low: {} of {} MiB available for {} readings; killing the app",
+                console::PREFIX,
+                info.available_kib / 1024,
+                info.total_kib / 1024,
+                crate::memory::LOW_SAMPLES
+            )),
+            Action::KillApp(pid),
+        ]
     }
 
     /// SIGTERM/SIGINT to PID 1 or the power button, at time `now`.
@@ -478,6 +512,7 @@ pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
             Ok(Event::Signal(SIGINT)) => sup.shutdown_requested(Reason::CtrlAltDel, now),
             Ok(Event::Signal(_)) => sup.shutdown_requested(Reason::Sigterm, now),
             Ok(Event::PowerButton) => sup.shutdown_requested(Reason::PowerButton, now),
+            Ok(Event::MemoryLow(info)) => sup.memory_low(info),
             Err(_) => sup.tick(now),
         });
     }
@@ -702,6 +737,40 @@ mod tests {
         s.started(APP, t0 + secs(1));
         let actions = s.child_exited(APP, raw_exit(1), true, t0 + secs(2));
         assert_eq!(lines(&actions)[0], "nodeos-init: app exited code=1");
+    }
+
+    #[test]
+    fn low_memory_kills_the_app_once_and_reports_it_as_oom() {
+        let t0 = Instant::now();
+        let info = crate::memory::MemInfo {
+            total_kib: 120 * 1024,
+            available_kib: 2 * 1024,
+        };
+        let mut s = running(RestartPolicy::Always, t0);
+        let actions = s.memory_low(info);
+        assert_eq!(
+            lines(&actions),
+            ["nodeos-init: memory low: 2 of 120 MiB available for 3 readings; killing the app"]
+        );
+        assert_eq!(actions.last(), Some(&Action::KillApp(APP)));
+        assert!(s.memory_low(info).is_empty(), "kills once");
+        let actions = s.child_exited(APP, 9, false, t0 + secs(1));
+        assert_eq!(
+            lines(&actions)[0],
+            "nodeos-init: app exited signal=9 (out of memory: killed by nodeos-init's low-memory watchdog)"
+        );
+        assert!(s.last_exit().unwrap().oom);
+        assert!(lines(&actions)[1].starts_with("nodeos-init: restarting the app"));
+        // Between restarts there is nothing to kill.
+        assert!(s.memory_low(info).is_empty());
+        s.tick(t0 + secs(2));
+        s.started(APP, t0 + secs(2));
+        let actions = s.child_exited(APP, 9, false, t0 + secs(3));
+        assert_eq!(
+            lines(&actions)[0],
+            "nodeos-init: app exited signal=9",
+            "a new generation starts clean"
+        );
     }
 
     #[test]
