@@ -3,8 +3,9 @@
 //!
 //! The run config may hold secrets (`nodeos run --env`), so the image file
 //! lives in a private temporary directory (mode 0700, the file 0600), only
-//! its path is on QEMU's command line, and it is removed as soon as QEMU has
-//! exited (or the [`crate::Vm`] is dropped, whichever comes first).
+//! its path is on QEMU's command line, its name is removed as soon as QEMU
+//! has opened it ([`crate::Vm::start`]), and the directory goes once QEMU
+//! has exited (or the [`crate::Vm`] is dropped, whichever comes first).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -112,6 +112,13 @@ impl Vm {
             _state_dir: owned,
         };
         vm.qmp = Some(vm.connect_qmp()?);
+        // QEMU answers QMP only from its main loop, after it has opened
+        // every drive: the config disk's name is no longer needed. Removing
+        // it now means even a SIGKILLed runner leaves no secret behind;
+        // QEMU keeps reading through its open file.
+        if let Some(path) = &vm.config_disk {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(vm)
     }
 
@@ -163,7 +170,8 @@ impl Vm {
     }
 
     /// Where the config disk was written ([`VmConfig::run_config`]), if it
-    /// was. The file exists while QEMU runs and is gone once it has exited.
+    /// was. The name is removed as soon as QEMU has the file open (once
+    /// [`Vm::start`] returns); its directory goes when QEMU has exited.
     pub fn config_disk(&self) -> Option<&Path> {
         self.config_disk.as_deref()
     }
@@ -690,13 +698,28 @@ mod tests {
             .env
             .insert("TOKEN".into(), "hunter2".into());
         config.run_config.grace = Some(5);
-        let expected = config.run_config.clone();
         let mut vm = Vm::start(config).unwrap();
         let disk = vm.config_disk().expect("a config disk").to_path_buf();
-        let mode = std::fs::metadata(&disk).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let bytes = std::fs::read(&disk).unwrap();
-        assert_eq!(RunConfig::from_disk(&bytes).unwrap(), Some(expected));
+        assert!(
+            !disk.exists(),
+            "the name is removed once QEMU has the disk open"
+        );
+        let dir_mode = std::fs::metadata(disk.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        // QEMU still reads it: the file, through /proc/PID/fd.
+        let held = std::fs::read_dir(format!("/proc/{}/fd", vm.pid()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .find(|target| target.starts_with(disk.parent().unwrap()))
+            .expect("QEMU holds the config disk open");
+        assert!(
+            held.to_string_lossy().ends_with("(deleted)"),
+            "{}",
+            held.display()
+        );
         // Root, data, config: /dev/vda, vdb, vdc (one 4 KiB page = 8 sectors).
         let line = vm
             .wait_for_line("[vdc] 8 512-byte logical blocks", Duration::from_secs(120))
@@ -707,7 +730,10 @@ mod tests {
         vm.wait(Duration::from_secs(120))
             .unwrap()
             .expect("QEMU exits after the panic (-no-reboot)");
-        assert!(!disk.exists(), "the config disk outlived QEMU");
+        assert!(
+            !disk.parent().unwrap().exists(),
+            "the config disk's directory outlived QEMU"
+        );
         assert!(!vm.console_log().contains("hunter2"));
     }
 
