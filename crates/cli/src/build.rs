@@ -52,6 +52,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
         },
         kernel: args.kernel,
         init,
+        source_date_epoch: source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?,
     };
     let built = build(&options, ui).context("build failed")?;
     if args.json {
@@ -59,6 +60,27 @@ pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(Exit::Success)
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org): the timestamp of every
+/// file in the image. Unset or empty: none (0). Anything but a whole number
+/// of seconds is a usage error.
+fn source_date_epoch(value: Option<std::ffi::OsString>) -> anyhow::Result<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            crate::exit::fail(
+                Exit::Usage,
+                format!(
+                    "SOURCE_DATE_EPOCH must be a whole number of seconds since 1970, not {value:?}"
+                ),
+            )
+        })
 }
 
 /// Locates nodeos-init: `$NODEOS_INIT`, next to this executable (an
@@ -81,4 +103,21 @@ fn find_init() -> anyhow::Result<PathBuf> {
         .find(|p| p.is_file())
         .unwrap_or(&candidates[0])
         .clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_date_epoch_is_a_whole_number_or_nothing() {
+        let parse = |v: Option<&str>| source_date_epoch(v.map(Into::into));
+        assert_eq!(parse(None).unwrap(), None);
+        assert_eq!(parse(Some("")).unwrap(), None);
+        assert_eq!(parse(Some("1700000000")).unwrap(), Some(1_700_000_000));
+        for bad in ["yesterday", "-1", "1.5", "0x10"] {
+            let err = parse(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("SOURCE_DATE_EPOCH"), "{err}");
+        }
+    }
 }

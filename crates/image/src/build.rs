@@ -40,6 +40,10 @@ pub struct BuildOptions {
     pub kernel: Option<PathBuf>,
     /// The static nodeos-init binary to install as `/sbin/init`.
     pub init: PathBuf,
+    /// Timestamp of every file in the root filesystem, in seconds since
+    /// 1970 (`SOURCE_DATE_EPOCH`); `None` is 0. Builds of the same inputs
+    /// with the same timestamp are byte-identical.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// A finished image directory.
@@ -130,6 +134,7 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
         libraries: &libraries,
         format: RootfsFormat::for_profile(options.profile),
         profile: options.profile,
+        epoch: options.source_date_epoch.unwrap_or(0),
     };
     let out_dir = match &options.out_dir {
         Some(dir) => absolute(dir),
@@ -204,6 +209,8 @@ struct Plan<'a> {
     libraries: &'a [elf::Library],
     format: RootfsFormat,
     profile: Profile,
+    /// Timestamp of every file in the root filesystem.
+    epoch: u64,
 }
 
 /// Writes kernel, root filesystem and manifest into `dir`.
@@ -230,7 +237,7 @@ fn write_image(
         ),
     );
     let rootfs = dir.join(ROOTFS_FILE);
-    staging.pack(&rootfs, plan.format)?;
+    staging.pack(&rootfs, plan.format, plan.epoch)?;
     fs::remove_dir_all(&root).map_err(out_err(&root))?;
 
     let kernel_path = dir.join(KERNEL_FILE);

@@ -180,12 +180,17 @@ impl Staging {
         result.map_err(|source| RootfsError::Stage { path, source })
     }
 
-    /// Packs the tree into `image` in the given format.
-    pub fn pack(&self, image: &Path, format: RootfsFormat) -> Result<(), RootfsError> {
+    /// Packs the tree into `image` in the given format, reproducibly:
+    /// every file owned by root with the timestamp `epoch` (seconds since
+    /// 1970), a fixed filesystem UUID, no extended attributes, entries in
+    /// the packers' sorted order.
+    pub fn pack(&self, image: &Path, format: RootfsFormat, epoch: u64) -> Result<(), RootfsError> {
         let mut cmd = Command::new(format.tool());
+        let epoch = epoch.to_string();
         match format {
             RootfsFormat::ErofsLz4hc => {
-                cmd.args(["-zlz4hc,12", "-C65536", "-T0", "--all-root", "--quiet"])
+                cmd.args(["-zlz4hc,12", "-C65536", "--all-root", "--quiet", "-x-1"])
+                    .arg(format!("-T{epoch}"))
                     .arg("-U00000000-0000-0000-0000-000000000000")
                     .arg(image)
                     .arg(&self.root);
@@ -202,15 +207,18 @@ impl Staging {
                     "x86",
                     "-b",
                     "1M",
-                    "-mkfs-time",
-                    "0",
-                    "-all-time",
-                    "0",
                     "-no-xattrs",
+                    "-mkfs-time",
+                    &epoch,
+                    "-all-time",
+                    &epoch,
                 ]);
             }
         }
+        // The flags say it all; mksquashfs refuses SOURCE_DATE_EPOCH
+        // alongside -mkfs-time/-all-time.
         let output = cmd
+            .env_remove("SOURCE_DATE_EPOCH")
             .stdin(Stdio::null())
             .output()
             .map_err(|e| match e.kind() {

@@ -1,7 +1,9 @@
-//! Integration tests of the `nodeos` binary: one test binary, three kinds.
+//! Integration tests of the `nodeos` binary: one test binary, a few kinds.
 //!
 //! * `cli`: runs the binary on bad input; no VM, no network (a local fake
 //!   registry on 127.0.0.1 where one is needed).
+//! * `config`: package.json `"nodeos"` keys that `nodeos build` refuses.
+//! * `reproducible`: real builds (no VM) that must give identical bytes.
 //! * `vm`: builds real images (real Node.js from the configured npm
 //!   registry, nodeos's real kernel) and boots them under QEMU (TCG).
 //!
@@ -10,5 +12,6 @@
 
 mod cli;
 mod config;
+mod reproducible;
 mod support;
 mod vm;
