@@ -37,8 +37,6 @@ pub enum Error {
     },
     #[error("{path}: {problem} (the image is broken: rebuild it with `nodeos build`)")]
     ConfigInvalid { path: String, problem: String },
-    #[error("kernel command line: bad `{param}`: {problem}")]
-    Cmdline { param: String, problem: String },
     #[error("cannot {action} on network interface {iface}")]
     Net {
         iface: String,

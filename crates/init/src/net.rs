@@ -117,11 +117,9 @@ fn write_run_file(sys: &mut impl System, path: &str, text: &str) -> Result<(), E
         })
 }
 
+/// For the DHCP thread, which has no [`System`] of its own.
 fn write_resolv_conf(text: &str) -> Result<(), Error> {
-    std::fs::write(RUN_RESOLV_CONF, text).map_err(|source| Error::Write {
-        path: RUN_RESOLV_CONF.into(),
-        source,
-    })
+    write_run_file(&mut crate::system::Linux, RUN_RESOLV_CONF, text)
 }
 
 /// The DHCP client of one NIC: its socket, identity and the ioctl socket

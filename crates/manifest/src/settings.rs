@@ -64,15 +64,7 @@ impl Settings {
     /// Checks what serde cannot. The error names the key (`grace`,
     /// `network.ipv4.address`, …) relative to the settings object.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.grace > MAX_GRACE_SECS {
-            return Err(SettingsError::new(
-                "grace",
-                format!(
-                    "{} seconds is more than the maximum of {MAX_GRACE_SECS}",
-                    self.grace
-                ),
-            ));
-        }
+        check_grace(self.grace)?;
         if self.port == 0 {
             return Err(SettingsError::new("port", "must be between 1 and 65535"));
         }
@@ -190,14 +182,8 @@ impl Network {
                 ),
             ));
         }
-        if let Some(v4) = &self.ipv4
-            && let Some(gw) = v4.gateway
-            && !v4.address.contains(gw)
-        {
-            return Err(SettingsError::new(
-                "network.ipv4.gateway",
-                format!("{gw} is not inside {}", v4.address),
-            ));
+        if let Some(v4) = &self.ipv4 {
+            v4.validate()?;
         }
         for name in self.hosts.keys() {
             if !is_hostname(name) {
@@ -235,6 +221,30 @@ pub struct StaticIpv4 {
     /// Default route; none means no default route (a local network only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+}
+
+impl StaticIpv4 {
+    /// The gateway, if any, must be inside the address's subnet.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        match self.gateway {
+            Some(gw) if !self.address.contains(gw) => Err(SettingsError::new(
+                "network.ipv4.gateway",
+                format!("{gw} is not inside {}", self.address),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `grace` must not exceed [`MAX_GRACE_SECS`].
+fn check_grace(grace: u32) -> Result<(), SettingsError> {
+    if grace > MAX_GRACE_SECS {
+        return Err(SettingsError::new(
+            "grace",
+            format!("{grace} seconds is more than the maximum of {MAX_GRACE_SECS}"),
+        ));
+    }
+    Ok(())
 }
 
 /// A static IPv6 configuration.
@@ -455,20 +465,11 @@ impl RunConfig {
 
     /// Checks the values (and environment names) without applying them.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if let Some(grace) = self.grace
-            && grace > MAX_GRACE_SECS
-        {
-            return Err(SettingsError::new(
-                "grace",
-                format!("{grace} seconds is more than the maximum of {MAX_GRACE_SECS}"),
-            ));
+        if let Some(grace) = self.grace {
+            check_grace(grace)?;
         }
         if let Some(v4) = &self.ipv4 {
-            let network = Network {
-                ipv4: Some(*v4),
-                ..Network::default()
-            };
-            network.validate()?;
+            v4.validate()?;
         }
         for (key, value) in &self.env {
             if let Err(problem) = check_env(key, value) {
