@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nodeos_manifest::{
-    APP_CONFIG_PATH, APP_DIR, APP_GID, APP_UID, APP_USER, AppConfig, Artifact, INIT_PATH,
+    APP_CONFIG_PATH, APP_DIR, APP_GID, APP_UID, APP_USER, AppConfig, Artifact, DATA_DIR, INIT_PATH,
     KernelInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile, RUN_HOSTS,
     RUN_RESOLV_CONF, RootfsInfo,
 };
@@ -304,6 +304,7 @@ fn stage_root(plan: &Plan<'_>, staging: &Staging) -> Result<(), BuildError> {
         ("/usr/bin", 0o755),
         ("/sbin", 0o755),
         (APP_DIR, 0o755),
+        (DATA_DIR, 0o755),
     ] {
         staging.dir(dir, mode)?;
     }

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use nodeos_manifest::settings::{RUN_CONFIG_MAGIC, RUN_CONFIG_MAX_JSON};
+use nodeos_manifest::settings::RUN_CONFIG_MAX_JSON;
 use nodeos_manifest::{APP_CONFIG_PATH, AppConfig, RunConfig};
 
+use crate::disks::{self, Content};
 use crate::error::Error;
 use crate::system::System;
 
@@ -50,39 +51,31 @@ pub fn load_boot(sys: &mut impl System) -> Result<Boot, Error> {
     Ok(boot)
 }
 
-/// Looks at the first block of every virtio disk for
-/// [`RUN_CONFIG_MAGIC`]; the first that has it is the config disk.
+/// The first virtio disk that starts with [`RUN_CONFIG_MAGIC`] is the
+/// config disk.
 pub fn find_run_config(sys: &mut impl System) -> Result<Option<(PathBuf, RunConfig)>, Error> {
-    let Ok(names) = sys.list(Path::new("/sys/block")) else {
+    let disks = disks::scan(sys);
+    let Some(disk) = disks.iter().find(|d| d.content == Content::RunConfig) else {
         return Ok(None);
     };
-    for name in names.iter().filter(|n| n.starts_with("vd")) {
-        let dev = PathBuf::from("/dev").join(name);
-        let Ok(head) = sys.read(&dev, 4096) else {
-            continue; // not readable: not ours
-        };
-        if !head.starts_with(RUN_CONFIG_MAGIC) {
-            continue;
-        }
-        let fail = |problem: String| Error::ConfigInvalid {
-            path: dev.display().to_string(),
-            problem,
-        };
-        let bytes = sys
-            .read(&dev, 24 + RUN_CONFIG_MAX_JSON)
-            .map_err(|source| Error::Read {
-                path: dev.display().to_string(),
-                source,
-            })?;
-        return match RunConfig::from_disk(&bytes) {
-            Ok(Some(run)) => Ok(Some((dev, run))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(fail(format!(
+    let dev = disk.dev.clone();
+    let shown = dev.display().to_string();
+    let bytes = sys
+        .read(&dev, 24 + RUN_CONFIG_MAX_JSON)
+        .map_err(|source| Error::Read {
+            path: shown.clone(),
+            source,
+        })?;
+    match RunConfig::from_disk(&bytes) {
+        Ok(Some(run)) => Ok(Some((dev, run))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::ConfigInvalid {
+            path: shown,
+            problem: format!(
                 "{e} (the config disk is written by `nodeos run`; is this nodeos older than the image?)"
-            ))),
-        };
+            ),
+        }),
     }
-    Ok(None)
 }
 
 /// `PATH` the app gets (the image has node in `/usr/bin`).

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod console;
 pub mod dhcp;
+pub mod disks;
 pub mod entropy;
 pub mod error;
 pub mod input;

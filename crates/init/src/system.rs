@@ -11,12 +11,24 @@ use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use rustix::mount::MountFlags;
+
 use crate::mounts::Mount;
 
 /// What the boot phases ask of the kernel.
 pub trait System {
     fn mkdir(&mut self, path: &Path) -> io::Result<()>;
     fn mount(&mut self, m: &Mount) -> io::Result<()>;
+    /// Mounts `source` (a block device, or a directory with `MS_BIND`) of
+    /// type `fstype` on `target`.
+    fn mount_fs(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &str,
+    ) -> io::Result<()>;
     /// Detaches the filesystem at `target` (lazily: busy is not an error).
     fn unmount(&mut self, target: &Path) -> io::Result<()>;
     /// Reads at most `limit` bytes from the start of `path`.
@@ -44,6 +56,19 @@ impl System for Linux {
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
         let data = std::ffi::CString::new(m.data).map_err(io::Error::other)?;
         rustix::mount::mount(m.fstype, m.target, m.fstype, m.flags, data.as_c_str())?;
+        Ok(())
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &str,
+    ) -> io::Result<()> {
+        let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
+        rustix::mount::mount(source, target, fstype, flags, data.as_c_str())?;
         Ok(())
     }
 
@@ -141,6 +166,27 @@ impl System for Recorder {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         self.check(Path::new(m.target))
+    }
+
+    fn mount_fs(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        fstype: &str,
+        flags: MountFlags,
+        data: &str,
+    ) -> io::Result<()> {
+        self.calls.push(format!(
+            "mount {fstype} {} {} {data} {:?}",
+            source.display(),
+            target.display(),
+            flags
+        ));
+        if self.busy.iter().any(|p| p == target) {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
+        self.check(source)?;
+        self.check(target)
     }
 
     fn unmount(&mut self, target: &Path) -> io::Result<()> {

@@ -24,6 +24,11 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const APP_CONFIG_PATH: &str = "/etc/nodeos/app.json";
 /// Where the app's files live inside the root filesystem.
 pub const APP_DIR: &str = "/app";
+/// Where init mounts the persistent data volume (read-write, owned by
+/// [`APP_USER`]).
+pub const DATA_DIR: &str = "/data";
+/// Label `nodeos run` gives the data volume's ext4 filesystem.
+pub const DATA_LABEL: &str = "nodeos-data";
 /// Where the node binary lives inside the root filesystem.
 pub const NODE_PATH: &str = "/usr/bin/node";
 /// Where nodeos-init lives inside the root filesystem.

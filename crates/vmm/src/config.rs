@@ -221,8 +221,11 @@ pub enum ConsoleSink {
 pub struct VmConfig {
     /// The kernel (`bzImage`), loaded directly with `-kernel`.
     pub kernel: PathBuf,
-    /// The root filesystem image: the first virtio disk (`/dev/vda`), read-only.
+    /// The root filesystem image (the runtime layer): the first virtio
+    /// disk (`/dev/vda`), read-only.
     pub rootfs: PathBuf,
+    /// The app layer: the second virtio disk (`/dev/vdb`), read-only.
+    pub app_layer: Option<PathBuf>,
     /// The kernel command line.
     pub cmdline: String,
     /// Guest RAM in MiB (default 256).
@@ -233,7 +236,7 @@ pub struct VmConfig {
     /// Machine type (default `q35`).
     pub machine: Machine,
     pub forwards: Vec<PortForward>,
-    /// Optional writable second disk (`/dev/vdb`, raw) for `/data`.
+    /// Optional writable disk (raw, after the layers) for `/data`.
     pub data_disk: Option<PathBuf>,
     /// Settings and environment for this boot, over the image's. When not
     /// empty, [`crate::Vm::start`] writes them to a private file (mode 0600
@@ -262,6 +265,7 @@ impl VmConfig {
         VmConfig {
             kernel: kernel.into(),
             rootfs: rootfs.into(),
+            app_layer: None,
             cmdline: cmdline.into(),
             memory_mb: 256,
             cpus: 1,
@@ -328,37 +332,24 @@ impl VmConfig {
         args.extend(["-kernel".into(), self.kernel.clone().into()]);
         push(&mut args, &["-append", &self.cmdline]);
 
+        // The guest finds its disks by their contents, except the root
+        // filesystem, which must stay /dev/vda; the rest keep this order.
         let bus = self.machine.virtio_bus();
-        let root = option_with_path(
-            "file=",
-            &self.rootfs,
-            ",format=raw,if=none,id=root,readonly=on",
-        );
-        args.extend(["-drive".into(), root]);
-        push(
-            &mut args,
-            &["-device", &format!("virtio-blk-{bus},drive=root")],
-        );
-        if let Some(data) = &self.data_disk {
-            args.extend([
-                "-drive".into(),
-                option_with_path("file=", data, ",format=raw,if=none,id=data"),
-            ]);
-            push(
-                &mut args,
-                &["-device", &format!("virtio-blk-{bus},drive=data")],
+        let disks = [
+            Some(("root", self.rootfs.as_path(), true)),
+            self.app_layer.as_deref().map(|path| ("app", path, true)),
+            self.data_disk.as_deref().map(|path| ("data", path, false)),
+            config_disk.map(|path| ("config", path, true)),
+        ];
+        for (id, path, readonly) in disks.into_iter().flatten() {
+            let options = format!(
+                ",format=raw,if=none,id={id}{}",
+                if readonly { ",readonly=on" } else { "" }
             );
-        }
-        // Last of the disks: the guest looks for it by its contents, but the
-        // root filesystem must stay /dev/vda.
-        if let Some(disk) = config_disk {
-            args.extend([
-                "-drive".into(),
-                option_with_path("file=", disk, ",format=raw,if=none,id=config,readonly=on"),
-            ]);
+            args.extend(["-drive".into(), option_with_path("file=", path, &options)]);
             push(
                 &mut args,
-                &["-device", &format!("virtio-blk-{bus},drive=config")],
+                &["-device", &format!("virtio-blk-{bus},drive={id}")],
             );
         }
 
@@ -397,6 +388,7 @@ impl fmt::Debug for VmConfig {
             accel,
             machine,
             forwards,
+            app_layer,
             data_disk,
             run_config,
             qemu,
@@ -413,6 +405,7 @@ impl fmt::Debug for VmConfig {
             .field("accel", accel)
             .field("machine", machine)
             .field("forwards", forwards)
+            .field("app_layer", app_layer)
             .field("data_disk", data_disk)
             .field("run_config", run_config)
             .field("qemu", qemu)
@@ -607,11 +600,12 @@ mod tests {
     }
 
     #[test]
-    fn config_disk_comes_after_the_root_and_data_disks_on_every_machine() {
+    fn disks_are_root_app_data_config_in_that_order_on_every_machine() {
         for machine in [Machine::Pc, Machine::Q35, Machine::Microvm] {
             for data in [None, Some(PathBuf::from("/d/data.img"))] {
                 let mut config = VmConfig::new("/k", "/r.img", "console=ttyS0");
                 config.machine = machine;
+                config.app_layer = Some("/i/app.img".into());
                 config.data_disk = data.clone();
                 let args: Vec<String> = config
                     .qemu_args(
@@ -632,10 +626,18 @@ mod tests {
                 assert_eq!(args[device], format!("virtio-blk-{bus},drive=config"));
                 assert_eq!(args[device - 1], "-device");
                 let (root_drive, root_device) = disk_positions(&args, "root");
-                assert!(root_drive < drive && root_device < device, "{args:?}");
+                let (app_drive, app_device) = disk_positions(&args, "app");
+                assert!(
+                    root_drive < app_drive && root_device < app_device,
+                    "{args:?}"
+                );
+                assert!(app_drive < drive && app_device < device, "{args:?}");
+                assert!(args[app_drive].ends_with(",readonly=on"), "{args:?}");
                 if data.is_some() {
                     let (data_drive, data_device) = disk_positions(&args, "data");
+                    assert!(app_drive < data_drive && app_device < data_device);
                     assert!(data_drive < drive && data_device < device, "{args:?}");
+                    assert!(!args[data_drive].contains("readonly"), "{args:?}");
                 }
                 // Every virtio-blk device in order: the config disk is last.
                 let disks: Vec<_> = args
