@@ -3,6 +3,7 @@
 
 use nodeos_image::BuildError;
 use nodeos_image::kernel::KernelError;
+use nodeos_image::layers::LayerError;
 use nodeos_image::node::NodeError;
 use nodeos_image::rootfs::RootfsError;
 
@@ -110,9 +111,15 @@ fn classify_build(err: &BuildError) -> Exit {
                 Exit::Failure
             }
         },
-        BuildError::Rootfs(RootfsError::ToolMissing { .. }) => Exit::ToolMissing,
+        BuildError::Rootfs(RootfsError::ToolMissing { .. })
+        | BuildError::Layer(LayerError::Rootfs(RootfsError::ToolMissing { .. })) => {
+            Exit::ToolMissing
+        }
         BuildError::InitMissing { .. } | BuildError::InitNotStatic { .. } => Exit::ToolMissing,
-        BuildError::Rootfs(_) | BuildError::Cache(_) | BuildError::Output { .. } => Exit::Failure,
+        BuildError::Rootfs(_)
+        | BuildError::Layer(_)
+        | BuildError::Cache(_)
+        | BuildError::Output { .. } => Exit::Failure,
     }
 }
 

@@ -88,13 +88,8 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         None => default_image_dir()?,
     };
     let manifest = verify_image(&dir)?;
-    let artifact = |key: &str| dir.join(&manifest.artifacts[key].path);
     let config = |accel: Accel| {
-        let mut config = VmConfig::new(
-            artifact(&manifest.kernel.artifact),
-            artifact(&manifest.rootfs.artifact),
-            manifest.kernel.cmdline.clone(),
-        );
+        let mut config = VmConfig::for_image(&dir, &manifest);
         config.memory_mb = args.memory;
         config.cpus = args.cpus;
         config.accel = accel;
@@ -372,7 +367,7 @@ pub fn verify_image(dir: &Path) -> anyhow::Result<Manifest> {
             format!("{}: {e}; {rebuild}", manifest_path.display()),
         )
     })?;
-    for key in [&manifest.kernel.artifact, &manifest.rootfs.artifact] {
+    for key in manifest.boot_artifacts() {
         if !manifest.artifacts.contains_key(key) {
             return Err(fail(
                 Exit::Image,

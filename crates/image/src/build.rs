@@ -7,15 +7,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nodeos_manifest::{
-    APP_CONFIG_PATH, APP_DIR, APP_GID, APP_UID, APP_USER, AppConfig, Artifact, DATA_DIR, INIT_PATH,
-    KernelInfo, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile, RUN_HOSTS,
-    RUN_RESOLV_CONF, RootfsInfo,
+    APP_DIR, APP_LAYER_TREE, AppConfig, Artifact, KernelInfo, LayersInfo, MANIFEST_FILE,
+    MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile,
 };
 use sha2::{Digest, Sha256};
 
 use crate::deps::{self, AppFile, FileKind};
 use crate::elf::{self, ElfError, LibrarySearch};
 use crate::kernel::{self, Kernel, KernelError};
+use crate::layers::{self, APP_FILE, Layer, LayerError, RUNTIME_FILE, RuntimeInputs};
 use crate::node::{self, NodeError};
 use crate::project::{Project, ProjectError};
 use crate::registry::RegistryConfig;
@@ -24,8 +24,6 @@ use crate::{Reporter, cache};
 
 /// File name of the kernel inside an image directory.
 pub const KERNEL_FILE: &str = "kernel";
-/// File name of the root filesystem inside an image directory.
-pub const ROOTFS_FILE: &str = "rootfs.img";
 pub use nodeos_manifest::settings::DEFAULT_PORT;
 
 /// What to build and how.
@@ -40,9 +38,10 @@ pub struct BuildOptions {
     pub kernel: Option<PathBuf>,
     /// The static nodeos-init binary to install as `/sbin/init`.
     pub init: PathBuf,
-    /// Timestamp of every file in the root filesystem, in seconds since
-    /// 1970 (`SOURCE_DATE_EPOCH`); `None` is 0. Builds of the same inputs
-    /// with the same timestamp are byte-identical.
+    /// Timestamp of every file in the app layer, in seconds since 1970
+    /// (`SOURCE_DATE_EPOCH`); `None` is 0. (The runtime layer's files are
+    /// always dated 0.) Builds of the same inputs with the same timestamp
+    /// are byte-identical.
     pub source_date_epoch: Option<u64>,
 }
 
@@ -65,6 +64,8 @@ pub enum BuildError {
     Elf(#[from] ElfError),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
     #[error(transparent)]
     Cache(#[from] cache::CacheError),
     #[error(
@@ -125,14 +126,25 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
         ));
     }
 
+    let format = RootfsFormat::for_profile(options.profile);
+    let runtime = layers::runtime_layer(
+        &cache::cache_dir()?,
+        &RuntimeInputs {
+            init: &options.init,
+            node: &node.binary,
+            libraries: &libraries,
+            format,
+        },
+        reporter,
+    )?;
+
     let plan = Plan {
         project: &project,
         node: &node,
         kernel: &kernel,
-        init: &options.init,
+        runtime: &runtime,
         files: &files,
-        libraries: &libraries,
-        format: RootfsFormat::for_profile(options.profile),
+        format,
         profile: options.profile,
         epoch: options.source_date_epoch.unwrap_or(0),
     };
@@ -204,16 +216,16 @@ struct Plan<'a> {
     project: &'a Project,
     node: &'a node::NodeRuntime,
     kernel: &'a Kernel,
-    init: &'a Path,
+    /// The cached runtime layer.
+    runtime: &'a Layer,
     files: &'a [AppFile],
-    libraries: &'a [elf::Library],
     format: RootfsFormat,
     profile: Profile,
-    /// Timestamp of every file in the root filesystem.
+    /// Timestamp of every file in the app layer.
     epoch: u64,
 }
 
-/// Writes kernel, root filesystem and manifest into `dir`.
+/// Writes the kernel, both layers and the manifest into `dir`.
 fn write_image(
     plan: &Plan<'_>,
     dir: &Path,
@@ -223,30 +235,29 @@ fn write_image(
         let path = path.to_owned();
         move |source| BuildError::Output { path, source }
     };
-    let root = dir.join("root");
+    let root = dir.join("app-layer");
     fs::create_dir(&root).map_err(out_err(&root))?;
     let staging = Staging::new(root.clone());
-    stage_root(plan, &staging)?;
-
+    stage_app(plan.project, plan.files, &staging)?;
     reporter.status(
         "Packing",
         &format!(
-            "root filesystem ({} {})",
+            "app layer ({} {})",
             plan.format.fs_type(),
             plan.format.compression()
         ),
     );
-    let rootfs = dir.join(ROOTFS_FILE);
-    staging.pack(&rootfs, plan.format, plan.epoch)?;
+    let app = dir.join(APP_FILE);
+    staging.pack(&app, plan.format, plan.epoch)?;
     fs::remove_dir_all(&root).map_err(out_err(&root))?;
 
+    let runtime = dir.join(RUNTIME_FILE);
+    fs::copy(&plan.runtime.path, &runtime).map_err(out_err(&runtime))?;
     let kernel_path = dir.join(KERNEL_FILE);
     fs::copy(&plan.kernel.path, &kernel_path).map_err(out_err(&kernel_path))?;
 
     let mut artifacts = BTreeMap::new();
-    for (key, file) in [("kernel", KERNEL_FILE), ("rootfs", ROOTFS_FILE)] {
-        let path = dir.join(file);
-        let (sha256, size) = sha256_file(&path).map_err(out_err(&path))?;
+    let mut add = |key: &str, file: &str, sha256: String, size: u64| {
         artifacts.insert(
             key.to_owned(),
             Artifact {
@@ -255,7 +266,19 @@ fn write_image(
                 size,
             },
         );
+    };
+    for (key, file) in [("kernel", KERNEL_FILE), ("app", APP_FILE)] {
+        let path = dir.join(file);
+        let (sha256, size) = sha256_file(&path).map_err(out_err(&path))?;
+        add(key, file, sha256, size);
     }
+    // Checksummed when it was cached; `nodeos run` checks the copy.
+    add(
+        "runtime",
+        RUNTIME_FILE,
+        plan.runtime.sha256.clone(),
+        plan.runtime.size,
+    );
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: plan.project.name.clone(),
@@ -271,10 +294,11 @@ fn write_image(
             cmdline: kernel_cmdline(plan.format),
             artifact: "kernel".to_owned(),
         },
-        rootfs: RootfsInfo {
+        layers: LayersInfo {
             format: plan.format.fs_type().to_owned(),
             compression: plan.format.compression().to_owned(),
-            artifact: "rootfs".to_owned(),
+            runtime: "runtime".to_owned(),
+            app: "app".to_owned(),
         },
         artifacts,
         builder: format!("nodeos {}", env!("CARGO_PKG_VERSION")),
@@ -284,7 +308,8 @@ fn write_image(
     Ok(manifest)
 }
 
-/// The kernel command line an image boots with.
+/// The kernel command line an image boots with: the runtime layer is the
+/// root filesystem.
 pub fn kernel_cmdline(format: RootfsFormat) -> String {
     format!(
         "console=ttyS0 root=/dev/vda ro rootfstype={} panic=-1 quiet",
@@ -292,30 +317,14 @@ pub fn kernel_cmdline(format: RootfsFormat) -> String {
     )
 }
 
-/// Lays out the guest's `/`.
-fn stage_root(plan: &Plan<'_>, staging: &Staging) -> Result<(), BuildError> {
-    for (dir, mode) in [
-        ("/proc", 0o555),
-        ("/sys", 0o555),
-        ("/dev", 0o755),
-        ("/tmp", 0o1777),
-        ("/run", 0o755),
-        ("/etc/nodeos", 0o755),
-        ("/usr/bin", 0o755),
-        ("/sbin", 0o755),
-        (APP_DIR, 0o755),
-        (DATA_DIR, 0o755),
-    ] {
-        staging.dir(dir, mode)?;
-    }
-    staging.file(INIT_PATH, plan.init, 0o755)?;
-    staging.file(NODE_PATH, &plan.node.binary, 0o755)?;
-    for lib in plan.libraries {
-        staging.file(&lib.guest_path, &lib.host_path, 0o755)?;
-    }
-
-    let app = Path::new(APP_DIR);
-    for file in plan.files {
+/// Lays out the app layer: `app.json` and the app's files under `app/`.
+fn stage_app(project: &Project, files: &[AppFile], staging: &Staging) -> Result<(), BuildError> {
+    let config = app_config(project);
+    let json = serde_json::to_vec_pretty(&config).expect("app config serialises");
+    staging.write(LAYER_APP_CONFIG, &json, 0o644)?;
+    let app = Path::new(APP_LAYER_TREE);
+    staging.dir(app, 0o755)?;
+    for file in files {
         let guest = app.join(&file.dest);
         match &file.kind {
             FileKind::Dir => staging.dir(&guest, 0o755)?,
@@ -327,41 +336,11 @@ fn stage_root(plan: &Plan<'_>, staging: &Staging) -> Result<(), BuildError> {
             FileKind::Symlink { target } => staging.symlink(&guest, target)?,
         }
     }
-
-    stage_etc(plan.project, staging)
-}
-
-/// Writes the guest's `/etc`: the app config, the users, and the links to
-/// the files init writes under `/run` at boot.
-fn stage_etc(project: &Project, staging: &Staging) -> Result<(), BuildError> {
-    let config = app_config(project);
-    let json = serde_json::to_vec_pretty(&config).expect("app config serialises");
-    staging.write(APP_CONFIG_PATH, &json, 0o644)?;
-    let passwd = format!(
-        "root:x:0:0:root:/tmp:/sbin/init\n\
-         {APP_USER}:x:{APP_UID}:{APP_GID}:{APP_USER}:/tmp:/sbin/init\n"
-    );
-    staging.write("/etc/passwd", passwd.as_bytes(), 0o644)?;
-    let group = format!("root:x:0:\n{APP_USER}:x:{APP_GID}:\n");
-    staging.write("/etc/group", group.as_bytes(), 0o644)?;
-    let os_release = format!(
-        "NAME=nodeos\nID=nodeos\nVERSION_ID={}\nPRETTY_NAME=\"nodeos {} ({} {})\"\n",
-        env!("CARGO_PKG_VERSION"),
-        env!("CARGO_PKG_VERSION"),
-        project.name,
-        project.version
-    );
-    staging.write("/etc/os-release", os_release.as_bytes(), 0o644)?;
-    staging.symlink("/etc/hosts", &relative_to_etc(RUN_HOSTS))?;
-    staging.symlink("/etc/resolv.conf", &relative_to_etc(RUN_RESOLV_CONF))?;
     Ok(())
 }
 
-/// The target of a symlink in `/etc` to the absolute guest path `path`
-/// (`/run/hosts` → `../run/hosts`), so it also resolves on the host.
-fn relative_to_etc(path: &str) -> PathBuf {
-    Path::new("..").join(path.trim_start_matches('/'))
-}
+/// `app.json` at the root of the app layer ([`nodeos_manifest::APP_CONFIG_PATH`] in the guest).
+const LAYER_APP_CONFIG: &str = "app.json";
 
 /// What nodeos-init starts: node on the entry, in the app's root, with the
 /// settings and environment of package.json's `"nodeos"` key. `NODE_ENV`
@@ -554,30 +533,23 @@ mod tests {
     }
 
     #[test]
-    fn etc_has_the_app_user_and_links_to_run() {
-        let (_dir, project) = project(r#"{"name":"hello","version":"1.0.0"}"#);
+    fn app_layer_has_the_config_and_the_app_under_app() {
+        let (dir, project) = project(r#"{"name":"hello","version":"1.0.0"}"#);
+        let files = deps::app_files(&project, &[]).unwrap();
         let root = tempfile::tempdir().unwrap();
-        stage_etc(&project, &Staging::new(root.path().to_owned())).unwrap();
-        let etc = root.path().join("etc");
-        assert_eq!(
-            fs::read_to_string(etc.join("passwd")).unwrap(),
-            "root:x:0:0:root:/tmp:/sbin/init\napp:x:1000:1000:app:/tmp:/sbin/init\n"
-        );
-        assert_eq!(
-            fs::read_to_string(etc.join("group")).unwrap(),
-            "root:x:0:\napp:x:1000:\n"
-        );
-        assert_eq!(
-            fs::read_link(etc.join("hosts")).unwrap(),
-            Path::new("../run/hosts")
-        );
-        assert_eq!(
-            fs::read_link(etc.join("resolv.conf")).unwrap(),
-            Path::new("../run/resolv.conf")
-        );
+        stage_app(&project, &files, &Staging::new(root.path().to_owned())).unwrap();
         let config: AppConfig =
-            serde_json::from_slice(&fs::read(etc.join("nodeos/app.json")).unwrap()).unwrap();
+            serde_json::from_slice(&fs::read(root.path().join("app.json")).unwrap()).unwrap();
         assert_eq!(config, app_config(&project));
+        assert_eq!(names(root.path()), ["app", "app.json"]);
+        assert_eq!(
+            names(&root.path().join("app")),
+            ["index.js", "package.json"]
+        );
+        assert_eq!(
+            fs::read(root.path().join("app/package.json")).unwrap(),
+            fs::read(dir.path().join("package.json")).unwrap()
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The nodeos image builder.
 //!
 //! Turns an npm project into an image directory (`dist/<name>.nodeos/`):
-//! a kernel, a read-only compressed root filesystem and `manifest.json`.
+//! a kernel, two read-only compressed layers (the runtime, cached across
+//! builds, and the app; see [`layers`]) and `manifest.json`.
 //! Building is a plan (read package.json, resolve and fetch Node.js, find
 //! the kernel, list the files) followed by a write into a temporary
 //! directory that is renamed into place only when everything succeeded.
@@ -14,15 +15,17 @@ pub mod config;
 pub mod deps;
 pub mod elf;
 pub mod kernel;
+pub mod layers;
 pub mod node;
 pub mod project;
 pub mod registry;
 pub mod rootfs;
 
 pub use build::{
-    BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, ROOTFS_FILE, app_config, build,
-    kernel_cmdline, sha256_file,
+    BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, app_config, build, kernel_cmdline,
+    sha256_file,
 };
+pub use layers::{APP_FILE, RUNTIME_FILE};
 
 /// Receives progress from the builder; the CLI draws it on stderr.
 pub trait Reporter: Sync {

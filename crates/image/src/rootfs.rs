@@ -46,6 +46,14 @@ impl RootfsFormat {
         }
     }
 
+    /// How the packer compresses: part of the runtime layer's cache key.
+    pub fn packer_flags(self) -> &'static [&'static str] {
+        match self {
+            RootfsFormat::ErofsLz4hc => &["-zlz4hc,9", "-C65536"],
+            RootfsFormat::SquashfsXz => &["-comp", "xz", "-Xbcj", "x86", "-b", "1M"],
+        }
+    }
+
     fn tool(self) -> &'static str {
         match self {
             RootfsFormat::ErofsLz4hc => "mkfs.erofs",
@@ -189,30 +197,28 @@ impl Staging {
         let epoch = epoch.to_string();
         match format {
             RootfsFormat::ErofsLz4hc => {
-                cmd.args(["-zlz4hc,12", "-C65536", "--all-root", "--quiet", "-x-1"])
+                cmd.args(format.packer_flags())
+                    .args(["--all-root", "--quiet", "-x-1"])
                     .arg(format!("-T{epoch}"))
                     .arg("-U00000000-0000-0000-0000-000000000000")
                     .arg(image)
                     .arg(&self.root);
             }
             RootfsFormat::SquashfsXz => {
-                cmd.arg(&self.root).arg(image).args([
-                    "-noappend",
-                    "-quiet",
-                    "-no-progress",
-                    "-all-root",
-                    "-comp",
-                    "xz",
-                    "-Xbcj",
-                    "x86",
-                    "-b",
-                    "1M",
-                    "-no-xattrs",
-                    "-mkfs-time",
-                    &epoch,
-                    "-all-time",
-                    &epoch,
-                ]);
+                cmd.arg(&self.root)
+                    .arg(image)
+                    .args(format.packer_flags())
+                    .args([
+                        "-noappend",
+                        "-quiet",
+                        "-no-progress",
+                        "-all-root",
+                        "-no-xattrs",
+                        "-mkfs-time",
+                        &epoch,
+                        "-all-time",
+                        &epoch,
+                    ]);
             }
         }
         // The flags say it all; mksquashfs refuses SOURCE_DATE_EPOCH

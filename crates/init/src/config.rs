@@ -1,5 +1,5 @@
 //! Phase 4, config & secrets: the app config baked into the image
-//! (`/etc/nodeos/app.json`, with the package.json `"nodeos"` settings) and
+//! (`app.json` of the app layer, with the package.json `"nodeos"` settings) and
 //! the run config `nodeos run` passes on a config disk (overrides and the
 //! environment given at boot, which may hold secrets: their values are never
 //! printed). Also what init derives from them: the app's environment, the

@@ -13,6 +13,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "no app layer: none of the virtio disks {disks} holds an EROFS or squashfs filesystem besides the root {root} (boot the image with `nodeos run`, which attaches app.img as the second disk)"
+    )]
+    AppLayerMissing { root: String, disks: String },
+    #[error("cannot mount the app layer {dev} ({fstype}) on {target}")]
+    AppLayer {
+        dev: String,
+        fstype: &'static str,
+        target: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot open /dev/console for stdin/stdout/stderr")]
     Console(#[source] io::Error),
     #[error("cannot read {path}")]

@@ -25,6 +25,7 @@ pub mod disks;
 pub mod entropy;
 pub mod error;
 pub mod input;
+pub mod layers;
 pub mod log;
 pub mod memory;
 pub mod mounts;
@@ -49,9 +50,11 @@ pub use shutdown::shutdown;
 /// 3. **signals** ([`supervise::listen`]): Ctrl-Alt-Del → SIGINT; SIGTERM,
 ///    SIGINT, SIGCHLD and the power button feed one channel (early, so a
 ///    request during boot is not lost).
-/// 4. **config & secrets** ([`load_config`]): `/etc/nodeos/app.json` and
-///    the run config from the config disk; before the network, because the
-///    network settings are part of it.
+/// 4. **layers** ([`layers::mount_app`]): the app layer (the second
+///    read-only disk) on `/layers/app`, its `app/` bound onto `/app`.
+///    **config & secrets** ([`load_config`]): the app layer's `app.json`
+///    and the run config from the config disk; before the network, because
+///    the network settings are part of it.
 /// 5. **entropy & clock** ([`entropy::ready`]).
 /// 6. **network** ([`net::setup`]): lo, hostname, /run/hosts, first NIC by
 ///    DHCP (or static IPv4/IPv6), resolv.conf; a thread keeps the lease.
@@ -70,6 +73,7 @@ pub fn run() -> Result<(), Error> {
     console::setup()?;
     lock_memory();
     let events = supervise::listen()?;
+    layers::mount_app(sys)?;
     let app = load_config(sys)?;
     entropy::ready(sys);
     net::setup(sys, &app.settings.network, &app.name)?;

@@ -17,12 +17,19 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Version of the manifest format. Bumped on incompatible changes.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 /// Name of the manifest file inside an image directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// Where the builder puts the app config inside the root filesystem.
-pub const APP_CONFIG_PATH: &str = "/etc/nodeos/app.json";
-/// Where the app's files live inside the root filesystem.
+/// Where init mounts the app layer (the second disk): it holds the app
+/// config ([`APP_CONFIG_PATH`]) and the app's files (`app/`, bound onto
+/// [`APP_DIR`]).
+pub const APP_LAYER_DIR: &str = "/layers/app";
+/// The app config inside the guest: `app.json` at the app layer's root.
+pub const APP_CONFIG_PATH: &str = "/layers/app/app.json";
+/// The app's files inside the app layer, relative to its root.
+pub const APP_LAYER_TREE: &str = "app";
+/// Where the app's files appear to the app (a read-only bind mount of the
+/// app layer's `app/`).
 pub const APP_DIR: &str = "/app";
 /// Where init mounts the persistent data volume (read-write, owned by
 /// [`APP_USER`]).
@@ -82,8 +89,8 @@ pub struct Manifest {
     pub node: NodeInfo,
     /// The kernel and how to start it.
     pub kernel: KernelInfo,
-    /// The root filesystem image.
-    pub rootfs: RootfsInfo,
+    /// The two read-only layers: the runtime (the root filesystem) and the app.
+    pub layers: LayersInfo,
     /// Every file of the image directory except the manifest itself.
     pub artifacts: BTreeMap<String, Artifact>,
     /// `nodeos <version>` that wrote this manifest.
@@ -98,6 +105,15 @@ impl Manifest {
             return Err(ManifestError::Format(manifest.format));
         }
         Ok(manifest)
+    }
+
+    /// The artefact keys an image needs to boot: the kernel and both layers.
+    pub fn boot_artifacts(&self) -> [&str; 3] {
+        [
+            &self.kernel.artifact,
+            &self.layers.runtime,
+            &self.layers.app,
+        ]
     }
 
     /// Serialises the manifest as pretty JSON with a trailing newline.
@@ -171,15 +187,24 @@ pub struct KernelInfo {
     pub artifact: String,
 }
 
+/// The image's two read-only filesystem layers, packed the same way.
+///
+/// The runtime layer (nodeos-init, node and its shared libraries, `/etc`)
+/// is the guest's root filesystem (`/dev/vda`); it depends only on the
+/// Node.js version, the init build and the profile, so builds share it
+/// through the cache. The app layer (`app.json` and `app/`, the app with
+/// its production dependencies) is the second disk, rebuilt every build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RootfsInfo {
+pub struct LayersInfo {
     /// `erofs` or `squashfs`.
     pub format: String,
     /// Compression algorithm, e.g. `lz4hc` or `xz`.
     pub compression: String,
-    /// Artefact key of the root filesystem in [`Manifest::artifacts`].
-    pub artifact: String,
+    /// Artefact key of the runtime layer in [`Manifest::artifacts`].
+    pub runtime: String,
+    /// Artefact key of the app layer in [`Manifest::artifacts`].
+    pub app: String,
 }
 
 /// One file of an image directory.
@@ -251,10 +276,11 @@ mod tests {
                 cmdline: "console=ttyS0".into(),
                 artifact: "kernel".into(),
             },
-            rootfs: RootfsInfo {
+            layers: LayersInfo {
                 format: "erofs".into(),
                 compression: "lz4hc".into(),
-                artifact: "rootfs".into(),
+                runtime: "runtime".into(),
+                app: "app".into(),
             },
             artifacts,
             builder: "nodeos 0.1.0".into(),

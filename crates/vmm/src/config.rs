@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use nodeos_manifest::RunConfig;
+use nodeos_manifest::{Manifest, RunConfig};
 
 use crate::Error;
 
@@ -279,6 +279,26 @@ impl VmConfig {
             state_dir: None,
             extra_args: Vec::new(),
         }
+    }
+
+    /// A config with the defaults for the image directory `dir` described
+    /// by `manifest`: its kernel, command line, runtime and app layers.
+    pub fn for_image(dir: &Path, manifest: &Manifest) -> VmConfig {
+        let artifact = |key: &str| {
+            dir.join(
+                manifest
+                    .artifacts
+                    .get(key)
+                    .map_or(key, |artifact| artifact.path.as_str()),
+            )
+        };
+        let mut config = VmConfig::new(
+            artifact(&manifest.kernel.artifact),
+            artifact(&manifest.layers.runtime),
+            manifest.kernel.cmdline.clone(),
+        );
+        config.app_layer = Some(artifact(&manifest.layers.app));
+        config
     }
 
     /// The QEMU argv (without the program) for this config. `config_disk`

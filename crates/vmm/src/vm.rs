@@ -42,10 +42,12 @@ impl Vm {
     pub fn start(config: VmConfig) -> Result<Vm, Error> {
         check_forwards(&config.forwards)?;
         let qemu = find_qemu(config.qemu.as_deref())?;
-        for (what, path) in [
-            ("kernel", &config.kernel),
-            ("root filesystem image", &config.rootfs),
-        ] {
+        let files = [
+            Some(("kernel", &config.kernel)),
+            Some(("runtime layer", &config.rootfs)),
+            config.app_layer.as_ref().map(|path| ("app layer", path)),
+        ];
+        for (what, path) in files.into_iter().flatten() {
             std::fs::File::open(path).map_err(Error::io(format!(
                 "cannot read the {what} `{}`",
                 path.display()

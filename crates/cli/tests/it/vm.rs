@@ -24,11 +24,7 @@ fn boot(image: &Path, memory_mb: u32, forwards: Vec<PortForward>) -> Vm {
         &std::fs::read_to_string(image.join(nodeos_manifest::MANIFEST_FILE)).unwrap(),
     )
     .unwrap();
-    let mut config = VmConfig::new(
-        image.join(&manifest.artifacts[&manifest.kernel.artifact].path),
-        image.join(&manifest.artifacts[&manifest.rootfs.artifact].path),
-        manifest.kernel.cmdline.clone(),
-    );
+    let mut config = VmConfig::for_image(image, &manifest);
     config.memory_mb = memory_mb;
     config.accel = Accel::Tcg;
     config.forwards = forwards;
