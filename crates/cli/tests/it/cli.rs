@@ -232,17 +232,22 @@ fn run_with_missing_image_dir_exits_8() {
 fn fake_image(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("kernel"), b"kernel bytes").unwrap();
-    std::fs::write(dir.join("rootfs.img"), b"rootfs bytes").unwrap();
+    std::fs::write(dir.join("runtime.img"), b"runtime bytes").unwrap();
+    std::fs::write(dir.join("app.img"), b"app bytes").unwrap();
     let artifact = |file: &str| {
         let (sha256, size) = nodeos_image::sha256_file(&dir.join(file)).unwrap();
         serde_json::json!({ "path": file, "sha256": sha256, "size": size })
     };
     let manifest = serde_json::json!({
-        "format": 1, "name": "fake", "version": "1.0.0", "profile": "dev",
+        "format": 2, "name": "fake", "version": "1.0.0", "profile": "dev",
         "node": { "version": "22.0.0", "range": null, "integrity": "sha512-x" },
         "kernel": { "version": "6.1.0", "cmdline": "console=ttyS0", "artifact": "kernel" },
-        "rootfs": { "format": "erofs", "compression": "lz4hc", "artifact": "rootfs" },
-        "artifacts": { "kernel": artifact("kernel"), "rootfs": artifact("rootfs.img") },
+        "layers": { "format": "erofs", "compression": "lz4hc", "runtime": "runtime", "app": "app" },
+        "artifacts": {
+            "kernel": artifact("kernel"),
+            "runtime": artifact("runtime.img"),
+            "app": artifact("app.img"),
+        },
         "builder": "test"
     });
     std::fs::write(
@@ -257,7 +262,7 @@ fn run_with_incomplete_or_corrupt_image_exits_8() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing.nodeos");
     fake_image(&missing);
-    std::fs::remove_file(missing.join("rootfs.img")).unwrap();
+    std::fs::remove_file(missing.join("runtime.img")).unwrap();
     let output = run(nodeos().arg("run").arg(&missing));
     assert_exit(&output, 8);
     assert!(
@@ -268,7 +273,7 @@ fn run_with_incomplete_or_corrupt_image_exits_8() {
 
     let corrupt = tmp.path().join("corrupt.nodeos");
     fake_image(&corrupt);
-    std::fs::write(corrupt.join("rootfs.img"), b"rootfs bytez").unwrap();
+    std::fs::write(corrupt.join("app.img"), b"app bytez").unwrap();
     let output = run(nodeos().arg("run").arg(&corrupt));
     assert_exit(&output, 8);
     assert!(stderr(&output).contains("corrupt"), "{}", stderr(&output));
