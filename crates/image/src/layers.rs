@@ -200,7 +200,7 @@ fn prune(dir: &Path, keep: &Path) {
         })
         .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
-    layers.sort_by(|a, b| b.0.cmp(&a.0));
+    layers.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in layers.iter().skip(KEEP_RUNTIME_LAYERS) {
         if path != keep {
             let _lock = cache::lock(path);
