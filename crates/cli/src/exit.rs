@@ -6,6 +6,7 @@ use nodeos_image::kernel::KernelError;
 use nodeos_image::layers::LayerError;
 use nodeos_image::node::NodeError;
 use nodeos_image::rootfs::RootfsError;
+use nodeos_vmm::data::DataError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -38,6 +39,11 @@ pub enum Exit {
     AppFailed = 11,
     /// A host tool nodeos needs is not installed (the message names it).
     ToolMissing = 12,
+    /// `run`: the data volume cannot be used: it failed its check and the
+    /// guest did not start the app, it is not an ext4 volume, another VM
+    /// uses it, it is larger than asked for (no shrinking), or creating or
+    /// growing it failed.
+    Data = 13,
     /// `run` was interrupted twice and the VM was killed.
     Interrupted = 130,
 }
@@ -83,6 +89,13 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<nodeos_vmm::Error>() {
             return classify_vmm(e);
+        }
+        if let Some(e) = cause.downcast_ref::<DataError>() {
+            return match e {
+                DataError::ToolMissing { .. } => Exit::ToolMissing,
+                DataError::Io { .. } => Exit::Failure,
+                _ => Exit::Data,
+            };
         }
     }
     Exit::Failure

@@ -1,6 +1,8 @@
 //! `nodeos run`: boot an image directory under QEMU, stream its console,
 //! stop it gracefully on Ctrl-C. Settings and environment for this boot
-//! (`--env`, `--restart`, …) go to the guest on a config disk.
+//! (`--env`, `--restart`, …) go to the guest on a config disk. The
+//! persistent data volume (`/data` in the guest) is created, grown and
+//! checked before every boot, and locked while the VM runs.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,9 +14,13 @@ use anyhow::Context;
 use nodeos_image::Reporter;
 use nodeos_image::project::Project;
 use nodeos_manifest::console;
+use nodeos_manifest::settings::{
+    CheckStatus, DATA_FAILED_MARKER, DataSettings, DataSize, OnCheckFailure,
+};
 use nodeos_manifest::settings::{Cidr, StaticIpv4};
 use nodeos_manifest::settings::{MAX_GRACE_SECS, check_env};
 use nodeos_manifest::{LogFormat, MANIFEST_FILE, Manifest, RestartPolicy, RunConfig};
+use nodeos_vmm::data::{DataVolume, Opened, SizeRequest, human_size};
 use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
 
 use crate::exit::{Exit, fail};
@@ -70,11 +76,28 @@ pub struct RunArgs {
     /// VM [default: 30, or --grace + 15 if that is more].
     #[arg(long, value_name = "SECS")]
     stop_timeout: Option<u64>,
+    /// The data volume mounted at /data in the guest, created on first use
+    /// [default: IMAGE_DIR's name with .data.img, beside it, e.g.
+    /// dist/hello.data.img].
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Size of the data volume when it is created, or to grow it to, e.g.
+    /// 512M, 2G, 2048MiB [default: the image's data.size, else 1GiB].
+    #[arg(long, value_name = "SIZE")]
+    data_size: Option<DataSize>,
+    /// Boot without a data volume: /data is then an empty read-only directory.
+    #[arg(long, conflicts_with_all = ["data", "data_size", "data_on_check_failure"])]
+    no_data: bool,
+    /// When the data volume fails its check: stop (the app is not started)
+    /// or start the app anyway [default: the image's data.onCheckFailure,
+    /// else stop].
+    #[arg(long, value_name = "stop|start")]
+    data_on_check_failure: Option<OnCheckFailure>,
 }
 
 pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     // Bad flags are usage errors, reported before the image is even looked at.
-    let run_config = run_config(&args, |key| std::env::var_os(key))?;
+    let mut run_config = run_config(&args, |key| std::env::var_os(key))?;
     let stop_timeout = stop_timeout(args.stop_timeout, args.grace);
     if let (Some(stop), Some(grace)) = (args.stop_timeout, args.grace)
         && stop <= u64::from(grace)
@@ -83,11 +106,19 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             "--stop-timeout {stop} is not longer than --grace {grace}: the VM may be killed before the app has stopped"
         ));
     }
-    let dir = match args.image {
+    let dir = match args.image.clone() {
         Some(dir) => dir,
         None => default_image_dir()?,
     };
     let manifest = verify_image(&dir)?;
+    // Held until the VM has ended: the lock keeps other runs off the volume.
+    let data = if args.no_data {
+        None
+    } else {
+        let (volume, check) = open_data(&args, &dir, &manifest.data, ui)?;
+        run_config.data_check = Some(check);
+        Some(volume)
+    };
     let config = |accel: Accel| {
         let mut config = VmConfig::for_image(&dir, &manifest);
         config.memory_mb = args.memory;
@@ -97,6 +128,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
         config.console = ConsoleSink::Stdout;
         config.run_config = run_config.clone();
+        config.data_disk = data.as_ref().map(|v| v.path().to_owned());
         config
     };
 
@@ -174,7 +206,87 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         }
     };
     drop(hook);
+    if let (Some(volume), Some(reason)) = (&data, data_failure(&vm.console_log())) {
+        let path = volume.path().display();
+        return Err(fail(
+            Exit::Data,
+            format!(
+                "the app was not started: {reason}; repair the volume with `e2fsck -fy {path}`, or boot anyway with --data-on-check-failure start"
+            ),
+        ));
+    }
     exit_for(outcome, stopping.is_some())
+}
+
+/// Creates, grows and checks the data volume for this boot (see
+/// [`nodeos_vmm::data`]) and says what happened; returns it (locked) with
+/// the check's result for the guest.
+fn open_data(
+    args: &RunArgs,
+    dir: &Path,
+    settings: &DataSettings,
+    ui: &Ui,
+) -> anyhow::Result<(DataVolume, nodeos_manifest::settings::DataCheck)> {
+    let path = args
+        .data
+        .clone()
+        .unwrap_or_else(|| nodeos_vmm::data::default_path(dir));
+    let request = match args.data_size {
+        Some(size) => SizeRequest::Exactly(size),
+        None => SizeRequest::AtLeast(settings.size),
+    };
+    let (volume, opened, check) = DataVolume::open(&path, request)?;
+    let shown = path.display();
+    let size = human_size(volume.size());
+    match opened {
+        Opened::Created => ui.status("Created", &format!("data volume {shown} ({size})")),
+        Opened::Grown { from } => ui.status(
+            "Resized",
+            &format!("data volume {shown} from {} to {size}", human_size(from)),
+        ),
+        Opened::Existing => {}
+    }
+    let policy = args
+        .data_on_check_failure
+        .unwrap_or(settings.on_check_failure);
+    match check.status {
+        CheckStatus::Clean => {}
+        CheckStatus::Repaired => ui.warn(&format!(
+            "data volume {shown} had errors that e2fsck repaired: {}",
+            check.summary
+        )),
+        CheckStatus::Failed => ui.warn(&format!(
+            "data volume {shown} failed its check (e2fsck -p: {}); repair it with `e2fsck -fy {shown}`{}",
+            check.summary,
+            match policy {
+                OnCheckFailure::Stop => "; the guest will not start the app",
+                OnCheckFailure::Start => "; the guest starts the app anyway (onCheckFailure start)",
+            }
+        )),
+    }
+    ui.note(&format!("data volume {shown} ({size}) on /data"));
+    Ok((volume, check))
+}
+
+/// Why the guest refused to start the app because of its data volume, from
+/// init's [`DATA_FAILED_MARKER`] record on the console (either log format;
+/// the app's output cannot fake it), without the advice meant for the
+/// guest's console.
+fn data_failure(console_log: &str) -> Option<String> {
+    let marker = DATA_FAILED_MARKER.strip_prefix(console::PREFIX)?;
+    console_log.lines().find_map(|line| {
+        let record = console::Record::parse(line)?;
+        if record.source != console::Source::Init || !record.message.starts_with(marker) {
+            return None;
+        }
+        // `error: data volume /dev/vdc …` → `data volume /dev/vdc …`.
+        let reason = record.message.strip_prefix("error: ")?;
+        let reason = reason
+            .split("; the app is not started")
+            .next()
+            .unwrap_or(reason);
+        Some(reason.to_owned())
+    })
 }
 
 /// `--stop-timeout` when not given, unless `--grace` asks for more.
@@ -232,6 +344,8 @@ fn run_config(
             gateway: args.gateway,
         }),
         dns: args.dns.clone(),
+        data_on_check_failure: args.data_on_check_failure,
+        data_check: None,
     };
     // Clap and the checks above cover all of it; this is the contract's word.
     config
@@ -574,6 +688,62 @@ mod tests {
         assert_eq!(stop_timeout(None, Some(3600)), 3615);
         assert_eq!(stop_timeout(Some(5), Some(3600)), 5);
         assert_eq!(stop_timeout(Some(100), None), 100);
+    }
+
+    #[test]
+    fn the_guests_data_failure_line_is_found_in_either_log_format() {
+        use nodeos_manifest::console::{LogFormat, Record, Source, Stream};
+        let message = "error: data volume /dev/vdc failed its check: its filesystem has recorded errors; the app is not started. Repair …";
+        let record = |source, message: &str| Record {
+            unix_ms: 1_795_705_201_000,
+            source,
+            message: message.into(),
+        };
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let init = record(Source::Init, message).format(format);
+            let log = format!("[    1.0] Linux\n{init}\nnodeos-init: powering off\n");
+            assert_eq!(
+                data_failure(&log).as_deref(),
+                Some("data volume /dev/vdc failed its check: its filesystem has recorded errors"),
+                "{format:?}"
+            );
+            let app = Source::App {
+                generation: 1,
+                stream: Stream::Stdout,
+            };
+            let fake = record(app, &format!("nodeos-init: {message}")).format(format);
+            assert_eq!(
+                data_failure(&fake),
+                None,
+                "{format:?}: the app cannot fake it"
+            );
+        }
+        assert_eq!(data_failure("nodeos-init: error: no app layer"), None);
+    }
+
+    #[test]
+    fn data_flags() {
+        let a = args(&[
+            "--data",
+            "v.img",
+            "--data-size",
+            "2G",
+            "--data-on-check-failure",
+            "start",
+        ]);
+        assert_eq!(a.data_size.unwrap().bytes(), 2 << 30);
+        assert_eq!(a.data_on_check_failure, Some(OnCheckFailure::Start));
+        let config = run_config(&a, host).unwrap();
+        assert_eq!(config.data_on_check_failure, Some(OnCheckFailure::Start));
+        let fails = |flags: &[&str]| {
+            Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied())).is_err()
+        };
+        assert!(fails(&["--data-size", "8M"]));
+        assert!(fails(&["--data-size", "2Q"]));
+        assert!(fails(&["--no-data", "--data", "v.img"]));
+        assert!(fails(&["--no-data", "--data-on-check-failure", "start"]));
+        assert!(fails(&["--data-on-check-failure", "later"]));
+        assert!(!fails(&["--no-data"]));
     }
 
     #[test]

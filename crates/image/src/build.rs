@@ -300,6 +300,7 @@ fn write_image(
             runtime: "runtime".to_owned(),
             app: "app".to_owned(),
         },
+        data: plan.project.settings.data,
         artifacts,
         builder: format!("nodeos {}", env!("CARGO_PKG_VERSION")),
     };

@@ -478,8 +478,9 @@ mod tests {
         };
         assert_eq!(
             keys(&sample),
-            ["grace", "logFormat", "network", "port", "restart"]
+            ["data", "grace", "logFormat", "network", "port", "restart"]
         );
+        assert_eq!(keys(&sample["data"]), ["onCheckFailure", "size"]);
         assert_eq!(
             keys(&sample["network"]),
             ["dhcpTimeout", "dns", "hosts", "ipv4", "ipv6"]

@@ -64,6 +64,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The data volume stops the boot (`onCheckFailure` is `stop`). The
+    /// message starts with `data volume ` so that the host can recognise
+    /// it ([`nodeos_manifest::settings::DATA_FAILED_MARKER`]).
+    #[error(
+        "data volume {dev} {problem}; the app is not started. Repair the volume on the host with `e2fsck -fy VOLUME_FILE`, or start the app anyway with \"data\": {{\"onCheckFailure\": \"start\"}} in package.json's \"nodeos\" key or `nodeos run --data-on-check-failure start`"
+    )]
+    Data { dev: String, problem: String },
     #[error("cannot start the app ({node} in {workdir})")]
     Spawn {
         node: String,

@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod console;
+pub mod data;
 pub mod dhcp;
 pub mod disks;
 pub mod entropy;
@@ -58,6 +59,10 @@ pub use shutdown::shutdown;
 /// 5. **entropy & clock** ([`entropy::ready`]).
 /// 6. **network** ([`net::setup`]): lo, hostname, /run/hosts, first NIC by
 ///    DHCP (or static IPv4/IPv6), resolv.conf; a thread keeps the lease.
+///    **data** ([`data::setup`]): the persistent volume checked and
+///    mounted on `/data` (without one, `/data` stays read-only); a volume
+///    that failed its check ends the boot here, before the app starts,
+///    unless `data.onCheckFailure` is `start`.
 /// 7. **privileges** ([`privileges::prepare`]): the app's user; its port
 ///    made bindable.
 /// 8. **start** ([`start::spawn`]) and 9. **supervise**
@@ -65,8 +70,7 @@ pub use shutdown::shutdown;
 ///    restart policy, stopped on request with a grace period.
 ///
 /// The caller then runs phase 10, **shutdown** ([`shutdown()`]), on every
-/// path. (Persistent storage, between network and privileges, comes with
-/// `/data`.)
+/// path.
 pub fn run() -> Result<(), Error> {
     let sys = &mut system::Linux;
     mounts::mount_all(sys)?;
@@ -77,6 +81,7 @@ pub fn run() -> Result<(), Error> {
     let app = load_config(sys)?;
     entropy::ready(sys);
     net::setup(sys, &app.settings.network, &app.name)?;
+    data::setup(sys, &app.settings.data)?;
     let creds = privileges::prepare(sys, &app)?;
     supervise::supervise(&app, creds, &events);
     Ok(())

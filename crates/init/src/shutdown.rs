@@ -1,4 +1,5 @@
-//! Phase 10, shutdown: stop every remaining process, sync, unmount, power off.
+//! Phase 10, shutdown: stop every remaining process, sync, unmount (`/data`
+//! first), power off.
 //! Reached from every path (app exit, shutdown request, error, panic);
 //! PID 1 never returns from it.
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use nodeos_manifest::console;
 use rustix::process::{Signal, WaitOptions};
 
-use crate::{log, mounts, say, sys, system};
+use crate::{data, log, mounts, say, sys, system};
 
 /// How long processes left after the app have between SIGTERM and SIGKILL.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
@@ -26,6 +27,7 @@ pub fn shutdown() -> ! {
         reap_all_until(Instant::now() + Duration::from_secs(1));
     }
     rustix::fs::sync();
+    data::unmount(&mut system::Linux);
     mounts::unmount_all(&mut system::Linux);
     log::marker(console::POWER_OFF);
     if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {

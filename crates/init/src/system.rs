@@ -43,6 +43,11 @@ pub trait System {
     fn entropy_ready(&mut self) -> bool;
     /// Blocks until the random number generator is initialised.
     fn wait_for_entropy(&mut self) -> io::Result<()>;
+    /// Gives `path` to user `uid` and group `gid`.
+    fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
+    /// Size and free space (available to unprivileged users), in bytes,
+    /// of the filesystem holding `path`.
+    fn fs_space(&mut self, path: &Path) -> io::Result<(u64, u64)>;
 }
 
 /// The real kernel.
@@ -114,6 +119,17 @@ impl System for Linux {
         let mut byte = [0u8; 1];
         rustix::rand::getrandom(&mut byte, rustix::rand::GetRandomFlags::empty())?;
         Ok(())
+    }
+
+    fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        use rustix::fs::{Gid, Uid};
+        rustix::fs::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+        Ok(())
+    }
+
+    fn fs_space(&mut self, path: &Path) -> io::Result<(u64, u64)> {
+        let st = rustix::fs::statvfs(path)?;
+        Ok((st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize))
     }
 }
 
@@ -242,6 +258,19 @@ impl System for Recorder {
         self.calls.push("wait for entropy".into());
         self.entropy = true;
         Ok(())
+    }
+
+    fn chown(&mut self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        self.calls
+            .push(format!("chown {} {uid}:{gid}", path.display()));
+        self.check(path)
+    }
+
+    /// Always 64 MiB, 48 MiB free.
+    fn fs_space(&mut self, path: &Path) -> io::Result<(u64, u64)> {
+        self.calls.push(format!("space {}", path.display()));
+        self.check(path)?;
+        Ok((64 << 20, 48 << 20))
     }
 }
 

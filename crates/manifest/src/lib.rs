@@ -91,6 +91,10 @@ pub struct Manifest {
     pub kernel: KernelInfo,
     /// The two read-only layers: the runtime (the root filesystem) and the app.
     pub layers: LayersInfo,
+    /// The app's data volume settings (package.json `"nodeos": {"data": …}`),
+    /// which `nodeos run` needs on the host to create the volume.
+    #[serde(default)]
+    pub data: settings::DataSettings,
     /// Every file of the image directory except the manifest itself.
     pub artifacts: BTreeMap<String, Artifact>,
     /// `nodeos <version>` that wrote this manifest.
@@ -282,6 +286,7 @@ mod tests {
                 runtime: "runtime".into(),
                 app: "app".into(),
             },
+            data: settings::DataSettings::default(),
             artifacts,
             builder: "nodeos 0.1.0".into(),
         }

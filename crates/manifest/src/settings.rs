@@ -1,5 +1,5 @@
 //! Appliance settings: how init runs the app (restart policy, grace period,
-//! log format, port, network).
+//! log format, port, network, the persistent data volume).
 //!
 //! They come from package.json's `"nodeos"` key at build time
 //! ([`Settings`], baked into [`crate::AppConfig`]) and can be overridden
@@ -46,6 +46,8 @@ pub struct Settings {
     pub port: u16,
     /// Network configuration of the first NIC.
     pub network: Network,
+    /// The persistent volume at `/data`.
+    pub data: DataSettings,
 }
 
 impl Default for Settings {
@@ -56,6 +58,7 @@ impl Default for Settings {
             log_format: LogFormat::default(),
             port: DEFAULT_PORT,
             network: Network::default(),
+            data: DataSettings::default(),
         }
     }
 }
@@ -346,6 +349,216 @@ impl<'de, A: CidrAddr> Deserialize<'de> for Cidr<A> {
     }
 }
 
+/// Size of the data volume unless the settings say otherwise: 1 GiB.
+pub const DEFAULT_DATA_SIZE: DataSize = DataSize(1 << 30);
+/// Smallest data volume: ext4 needs room for its journal and metadata.
+pub const MIN_DATA_SIZE: DataSize = DataSize(16 << 20);
+/// Longest [`DataCheck::summary`] a run config may carry.
+pub const MAX_CHECK_SUMMARY: usize = 1024;
+/// The start of the console line init prints when the data volume stops
+/// the boot (it failed its check or cannot be mounted): the app is not
+/// started and the VM powers off. `nodeos run` looks for it to explain
+/// its exit status. (It is init's `error:` line for the data phase.)
+pub const DATA_FAILED_MARKER: &str = "nodeos-init: error: data volume ";
+
+/// The persistent volume at `/data` (package.json `"nodeos": {"data": …}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DataSettings {
+    /// Size `nodeos run` creates the volume with (or grows it to).
+    pub size: DataSize,
+    /// What init does when the volume fails its check.
+    pub on_check_failure: OnCheckFailure,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        DataSettings {
+            size: DEFAULT_DATA_SIZE,
+            on_check_failure: OnCheckFailure::default(),
+        }
+    }
+}
+
+/// What init does when the data volume failed its check (on the host, in
+/// its own superblock check, or when mounting it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCheckFailure {
+    /// Do not start the app; power the VM off with the reason.
+    #[default]
+    Stop,
+    /// Warn, mount the volume if it can be mounted, and start the app.
+    Start,
+}
+
+impl OnCheckFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnCheckFailure::Stop => "stop",
+            OnCheckFailure::Start => "start",
+        }
+    }
+}
+
+impl FromStr for OnCheckFailure {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(OnCheckFailure::Stop),
+            "start" => Ok(OnCheckFailure::Start),
+            other => Err(format!(
+                "unknown check failure policy {other:?} (expected stop or start)"
+            )),
+        }
+    }
+}
+
+/// A size in bytes, written `512M`, `1G`, `1GiB`, `2048MiB` or a plain
+/// number of bytes. Units are binary whatever their spelling (`M`, `MB`
+/// and `MiB` are all 2^20 bytes), case-insensitive, and only whole
+/// numbers are accepted. Sizes are rounded up to a multiple of 4 KiB
+/// and must be at least [`MIN_DATA_SIZE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DataSize(u64);
+
+impl DataSize {
+    /// Granularity of a volume's size (a whole number of ext4 blocks).
+    pub const ALIGN: u64 = 4096;
+
+    /// `bytes` rounded up to [`DataSize::ALIGN`]; `None` if it is below
+    /// [`MIN_DATA_SIZE`] or does not fit.
+    pub fn from_bytes(bytes: u64) -> Option<DataSize> {
+        let aligned = bytes.checked_next_multiple_of(Self::ALIGN)?;
+        (aligned >= MIN_DATA_SIZE.0).then_some(DataSize(aligned))
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+/// The largest binary unit that divides the size evenly: `1GiB`,
+/// `20MiB`, `12KiB` or `4096` (bytes), in the form [`DataSize::from_str`]
+/// reads back.
+impl fmt::Display for DataSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        match units
+            .iter()
+            .find(|(shift, _)| self.0.is_multiple_of(1u64 << shift))
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", self.0 >> shift),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl FromStr for DataSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let expected = "expected a size such as 512M, 1G, 2048MiB or a number of bytes";
+        let s = text.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        if number.is_empty() {
+            return Err(format!("{text:?} is not a size ({expected})"));
+        }
+        let shift = match unit.trim_start().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            "t" | "tb" | "tib" => 40,
+            _ if unit.starts_with(['.', ',']) => {
+                return Err(format!(
+                    "{text:?} is not a whole number; use a smaller unit, e.g. 1536M for 1.5G"
+                ));
+            }
+            _ => return Err(format!("{text:?} has an unknown unit ({expected})")),
+        };
+        let too_large = || format!("{text:?} is too large");
+        let bytes = number
+            .parse::<u64>()
+            .map_err(|_| too_large())?
+            .checked_mul(1 << shift)
+            .ok_or_else(too_large)?;
+        DataSize::from_bytes(bytes).ok_or_else(|| {
+            if bytes < MIN_DATA_SIZE.0 {
+                format!(
+                    "{text:?} is less than the minimum of {MIN_DATA_SIZE} (ext4 needs room for its journal)"
+                )
+            } else {
+                too_large()
+            }
+        })
+    }
+}
+
+impl Serialize for DataSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A string as [`DataSize::from_str`] reads it, or a number of bytes.
+impl<'de> Deserialize<'de> for DataSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let parsed = match Raw::deserialize(d).map_err(|_: D::Error| {
+            serde::de::Error::custom(
+                "expected a size such as \"512M\", \"1G\", \"2048MiB\" or a number of bytes",
+            )
+        })? {
+            Raw::Bytes(n) => n.to_string().parse(),
+            Raw::Text(text) => text.parse(),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the host's check of the data volume (`e2fsck -p`, run by
+/// `nodeos run` before every boot) found; handed to init in the
+/// [`RunConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataCheck {
+    pub status: CheckStatus,
+    /// e2fsck's own words, on one line, at most [`MAX_CHECK_SUMMARY`] bytes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+}
+
+/// The outcome of a filesystem check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Nothing to repair.
+    Clean,
+    /// Problems were found and repaired (e2fsck exit status 1 or 2).
+    Repaired,
+    /// Problems remain (exit status 4 or more): the volume needs a manual
+    /// `e2fsck -fy`.
+    Failed,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Clean => "clean",
+            CheckStatus::Repaired => "repaired",
+            CheckStatus::Failed => "failed",
+        }
+    }
+}
+
 /// Settings given when the VM boots (`nodeos run`), on top of the image's.
 /// Every `Some` replaces the image's value; `env` entries are added to (and
 /// win over) the image's environment.
@@ -367,6 +580,12 @@ pub struct RunConfig {
     /// DNS servers for this boot (replace the image's and the lease's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns: Vec<IpAddr>,
+    /// `data.onCheckFailure` for this boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_on_check_failure: Option<OnCheckFailure>,
+    /// What the host's check of the attached data volume found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_check: Option<DataCheck>,
 }
 
 /// Shows environment names only: the values may be secrets.
@@ -386,6 +605,8 @@ impl fmt::Debug for RunConfig {
             .field("log_format", &self.log_format)
             .field("ipv4", &self.ipv4)
             .field("dns", &self.dns)
+            .field("data_on_check_failure", &self.data_on_check_failure)
+            .field("data_check", &self.data_check)
             .finish()
     }
 }
@@ -460,6 +681,9 @@ impl RunConfig {
         if !self.dns.is_empty() {
             settings.network.dns = self.dns.clone();
         }
+        if let Some(policy) = self.data_on_check_failure {
+            settings.data.on_check_failure = policy;
+        }
         env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
@@ -470,6 +694,14 @@ impl RunConfig {
         }
         if let Some(v4) = &self.ipv4 {
             v4.validate()?;
+        }
+        if let Some(check) = &self.data_check
+            && check.summary.len() > MAX_CHECK_SUMMARY
+        {
+            return Err(SettingsError::new(
+                "dataCheck.summary",
+                format!("is longer than {MAX_CHECK_SUMMARY} bytes"),
+            ));
         }
         for (key, value) in &self.env {
             if let Err(problem) = check_env(key, value) {
@@ -647,6 +879,11 @@ mod tests {
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
             }),
             dns: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 2, 3))],
+            data_on_check_failure: Some(OnCheckFailure::Start),
+            data_check: Some(DataCheck {
+                status: CheckStatus::Repaired,
+                summary: "nodeos-data: 11/16384 files".into(),
+            }),
         }
     }
 
@@ -657,7 +894,7 @@ mod tests {
         assert!(disk.starts_with(RUN_CONFIG_MAGIC));
         assert_eq!(RunConfig::from_disk(&disk).unwrap(), Some(run_config()));
         assert_eq!(
-            RunConfig::from_disk(&disk[..200]).unwrap(),
+            RunConfig::from_disk(&disk[..400]).unwrap(),
             Some(run_config())
         );
     }
@@ -718,8 +955,115 @@ mod tests {
             "10.0.2.30/24"
         );
         assert_eq!(settings.network.dns.len(), 1);
+        assert_eq!(settings.data.on_check_failure, OnCheckFailure::Start);
+        assert_eq!(
+            settings.data.size, DEFAULT_DATA_SIZE,
+            "size is the host's business"
+        );
         assert_eq!(env.len(), 2);
         assert!(RunConfig::default().is_empty());
         assert!(!run_config().is_empty());
+    }
+
+    #[test]
+    fn data_sizes_take_binary_units_in_any_spelling() {
+        let size = |text: &str| text.parse::<DataSize>().unwrap().bytes();
+        assert_eq!(size("512M"), 512 << 20);
+        assert_eq!(size("1G"), 1 << 30);
+        assert_eq!(size("1GiB"), 1 << 30);
+        assert_eq!(size("1gb"), 1 << 30);
+        assert_eq!(size("2048MiB"), 2 << 30);
+        assert_eq!(size(" 20 MiB "), 20 << 20);
+        assert_eq!(size("16777216"), 16 << 20);
+        assert_eq!(size("16777216B"), 16 << 20);
+        assert_eq!(size("16385K"), (16 << 20) + 4096, "rounded up to 4 KiB");
+        assert_eq!(size("2T"), 2 << 40);
+        assert_eq!(MIN_DATA_SIZE.bytes(), 16 << 20);
+        assert_eq!(DEFAULT_DATA_SIZE.to_string(), "1GiB");
+    }
+
+    #[test]
+    fn bad_data_sizes_say_what_is_wrong() {
+        let err = |text: &str| text.parse::<DataSize>().unwrap_err();
+        assert!(err("15M").contains("minimum of 16MiB"), "{}", err("15M"));
+        assert!(err("0").contains("minimum"));
+        assert!(err("1.5G").contains("whole number"), "{}", err("1.5G"));
+        assert!(err("1X").contains("unknown unit"), "{}", err("1X"));
+        assert!(err("1 GiBs").contains("unknown unit"));
+        assert!(err("big").contains("not a size"));
+        assert!(err("").contains("not a size"));
+        assert!(err("-1G").contains("not a size"));
+        assert!(err("99999999999999999999").contains("too large"));
+        assert!(err("17179869184T").contains("too large"));
+    }
+
+    #[test]
+    fn data_sizes_print_in_the_largest_exact_unit_and_read_back() {
+        for (bytes, text) in [
+            (1u64 << 30, "1GiB"),
+            (1536 << 20, "1536MiB"),
+            ((16 << 20) + 4096, "16388KiB"),
+            (3 << 40, "3TiB"),
+        ] {
+            let size = DataSize::from_bytes(bytes).unwrap();
+            assert_eq!(size.to_string(), text);
+            assert_eq!(text.parse::<DataSize>().unwrap(), size);
+        }
+        assert_eq!(
+            DataSize::from_bytes((16 << 20) + 1).unwrap().bytes() % 4096,
+            0
+        );
+        assert_eq!(DataSize::from_bytes(u64::MAX), None);
+    }
+
+    #[test]
+    fn data_settings_parse_with_defaults() {
+        let s: Settings = serde_json::from_str(r#"{"data":{"size":"2G"}}"#).unwrap();
+        assert_eq!(s.data.size.bytes(), 2 << 30);
+        assert_eq!(s.data.on_check_failure, OnCheckFailure::Stop);
+        let s: Settings =
+            serde_json::from_str(r#"{"data":{"size":33554432,"onCheckFailure":"start"}}"#).unwrap();
+        assert_eq!(s.data.size.bytes(), 32 << 20);
+        assert_eq!(s.data.on_check_failure, OnCheckFailure::Start);
+        assert_eq!(Settings::default().data.size, DEFAULT_DATA_SIZE);
+        let json = serde_json::to_string(&s.data).unwrap();
+        assert_eq!(json, r#"{"size":"32MiB","onCheckFailure":"start"}"#);
+
+        let err = |json: &str| {
+            serde_json::from_str::<Settings>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"data":{"size":"1M"}}"#).contains("minimum"));
+        assert!(err(r#"{"data":{"size":1.5}}"#).contains("expected a size"));
+        assert!(err(r#"{"data":{"onCheckFailure":"maybe"}}"#).contains("start"));
+        assert!(err(r#"{"data":{"sise":"1G"}}"#).contains("sise"));
+    }
+
+    #[test]
+    fn check_failure_policy_and_status_names() {
+        assert_eq!("start".parse(), Ok(OnCheckFailure::Start));
+        assert_eq!("stop".parse(), Ok(OnCheckFailure::Stop));
+        assert!(
+            "go".parse::<OnCheckFailure>()
+                .unwrap_err()
+                .contains("stop or start")
+        );
+        assert_eq!(OnCheckFailure::Start.as_str(), "start");
+        assert_eq!(CheckStatus::Repaired.as_str(), "repaired");
+    }
+
+    #[test]
+    fn an_overlong_check_summary_is_refused() {
+        let mut c = RunConfig {
+            data_check: Some(DataCheck {
+                status: CheckStatus::Failed,
+                summary: "x".repeat(MAX_CHECK_SUMMARY),
+            }),
+            ..RunConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        c.data_check.as_mut().unwrap().summary.push('x');
+        assert_eq!(c.validate().unwrap_err().key, "dataCheck.summary");
     }
 }

@@ -38,6 +38,7 @@ mod accel;
 mod config;
 mod config_disk;
 mod console;
+pub mod data;
 mod error;
 mod outcome;
 mod process;

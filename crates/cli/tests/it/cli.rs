@@ -228,40 +228,11 @@ fn run_with_missing_image_dir_exits_8() {
     );
 }
 
-/// Writes an image directory whose manifest matches its (fake) artefacts.
-fn fake_image(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("kernel"), b"kernel bytes").unwrap();
-    std::fs::write(dir.join("runtime.img"), b"runtime bytes").unwrap();
-    std::fs::write(dir.join("app.img"), b"app bytes").unwrap();
-    let artifact = |file: &str| {
-        let (sha256, size) = nodeos_image::sha256_file(&dir.join(file)).unwrap();
-        serde_json::json!({ "path": file, "sha256": sha256, "size": size })
-    };
-    let manifest = serde_json::json!({
-        "format": 2, "name": "fake", "version": "1.0.0", "profile": "dev",
-        "node": { "version": "22.0.0", "range": null, "integrity": "sha512-x" },
-        "kernel": { "version": "6.1.0", "cmdline": "console=ttyS0", "artifact": "kernel" },
-        "layers": { "format": "erofs", "compression": "lz4hc", "runtime": "runtime", "app": "app" },
-        "artifacts": {
-            "kernel": artifact("kernel"),
-            "runtime": artifact("runtime.img"),
-            "app": artifact("app.img"),
-        },
-        "builder": "test"
-    });
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest).unwrap(),
-    )
-    .unwrap();
-}
-
 #[test]
 fn run_with_incomplete_or_corrupt_image_exits_8() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing.nodeos");
-    fake_image(&missing);
+    fake_image_dir(&missing);
     std::fs::remove_file(missing.join("runtime.img")).unwrap();
     let output = run(nodeos().arg("run").arg(&missing));
     assert_exit(&output, 8);
@@ -272,7 +243,7 @@ fn run_with_incomplete_or_corrupt_image_exits_8() {
     );
 
     let corrupt = tmp.path().join("corrupt.nodeos");
-    fake_image(&corrupt);
+    fake_image_dir(&corrupt);
     std::fs::write(corrupt.join("app.img"), b"app bytez").unwrap();
     let output = run(nodeos().arg("run").arg(&corrupt));
     assert_exit(&output, 8);
@@ -288,7 +259,7 @@ fn run_with_incomplete_or_corrupt_image_exits_8() {
 fn run_with_a_host_port_in_use_exits_9() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("fake.nodeos");
-    fake_image(&image);
+    fake_image_dir(&image);
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let output = run(nodeos().arg("run").arg(&image).args([
@@ -437,7 +408,7 @@ exit 1
 fn run_passes_settings_and_env_on_a_config_disk_and_never_prints_values() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("fake.nodeos");
-    fake_image(&image);
+    fake_image_dir(&image);
     let qemu = recording_qemu(tmp.path());
     let env_file = tmp.path().join("app.env");
     std::fs::write(
@@ -470,10 +441,12 @@ fn run_passes_settings_and_env_on_a_config_disk_and_never_prints_values() {
         "{args}"
     );
     let drives: Vec<&str> = args.lines().filter(|a| a.starts_with("file=")).collect();
-    assert_eq!(drives.len(), 2, "{args}");
+    assert_eq!(drives.len(), 4, "{args}");
     assert!(drives[0].contains("id=root"), "root is /dev/vda: {args}");
-    assert!(drives[1].ends_with("id=config,readonly=on"), "{args}");
-    let disk_path = drives[1]
+    assert!(drives[1].contains("app.img,format=raw,if=none,id=app,readonly=on"));
+    assert!(drives[2].contains("fake.data.img,format=raw,if=none,id=data"));
+    assert!(drives[3].ends_with("id=config,readonly=on"), "{args}");
+    let disk_path = drives[3]
         .strip_prefix("file=")
         .and_then(|d| d.split(",format=").next())
         .unwrap();
@@ -506,15 +479,16 @@ fn run_passes_settings_and_env_on_a_config_disk_and_never_prints_values() {
 }
 
 #[test]
-fn run_without_settings_flags_attaches_no_config_disk() {
+fn run_without_settings_flags_or_data_attaches_no_config_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("fake.nodeos");
-    fake_image(&image);
+    fake_image_dir(&image);
     let qemu = recording_qemu(tmp.path());
+    // With a data volume, the config disk carries the host's check result.
     let output = run(nodeos()
         .arg("run")
         .arg(&image)
-        .args(["--accel", "tcg"])
+        .args(["--accel", "tcg", "--no-data"])
         .env("NODEOS_QEMU", &qemu));
     assert_exit(&output, 10);
     let args = std::fs::read_to_string(tmp.path().join("args")).unwrap();

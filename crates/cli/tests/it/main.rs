@@ -3,6 +3,8 @@
 //! * `cli`: runs the binary on bad input; no VM, no network (a local fake
 //!   registry on 127.0.0.1 where one is needed).
 //! * `config`: package.json `"nodeos"` keys that `nodeos build` refuses.
+//! * `data`: the persistent data volume, on the host (no VM) and in the
+//!   guest across hard kills, a full volume and corruption (VM).
 //! * `reproducible`: real builds (no VM) that must give identical bytes.
 //! * `vm`: builds real images (real Node.js from the configured npm
 //!   registry, nodeos's real kernel) and boots them under QEMU (TCG).
@@ -12,6 +14,7 @@
 
 mod cli;
 mod config;
+mod data;
 mod reproducible;
 mod support;
 mod vm;
