@@ -514,12 +514,6 @@ mod tests {
 
     /// The host tools are a documented requirement of `nodeos run`; these
     /// tests need them too.
-    fn have_e2fsprogs() -> bool {
-        ["mkfs.ext4", "e2fsck", "resize2fs"]
-            .iter()
-            .all(|t| find_tool(t).is_ok())
-    }
-
     #[test]
     fn default_path_is_beside_the_image_directory() {
         assert_eq!(
@@ -592,10 +586,6 @@ mod tests {
 
     #[test]
     fn a_new_volume_is_created_checked_grown_and_never_shrunk() {
-        if !have_e2fsprogs() {
-            eprintln!("skipped: e2fsprogs is not installed");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.data.img");
         let (volume, opened, check) =
@@ -630,10 +620,6 @@ mod tests {
 
     #[test]
     fn shrinking_is_refused_and_leaves_the_volume_alone() {
-        if !have_e2fsprogs() {
-            eprintln!("skipped: e2fsprogs is not installed");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.img");
         drop(DataVolume::open(&path, SizeRequest::AtLeast(size("20M"))).unwrap());
@@ -654,10 +640,6 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_ext4_is_refused() {
-        if !have_e2fsprogs() {
-            eprintln!("skipped: e2fsprogs is not installed");
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notes.txt");
         std::fs::write(&path, "my notes\n").unwrap();
@@ -668,10 +650,6 @@ mod tests {
 
     #[test]
     fn the_check_reports_repairs_and_failures() {
-        if !have_e2fsprogs() || find_tool("debugfs").is_err() {
-            eprintln!("skipped: e2fsprogs is not installed");
-            return;
-        }
         let debugfs = |path: &Path, request: &str| {
             let status = Command::new(find_tool("debugfs").unwrap())
                 .args(["-w", "-R", request])
