@@ -19,7 +19,7 @@ use crate::layers::{self, APP_FILE, Layer, LayerError, RUNTIME_FILE, RuntimeInpu
 use crate::node::{self, NodeError};
 use crate::project::{Project, ProjectError};
 use crate::registry::RegistryConfig;
-use crate::rootfs::{RootfsError, RootfsFormat, Staging};
+use crate::rootfs::{LayerKind, RootfsError, RootfsFormat, Staging};
 use crate::{Reporter, cache};
 
 /// File name of the kernel inside an image directory.
@@ -248,7 +248,7 @@ fn write_image(
         ),
     );
     let app = dir.join(APP_FILE);
-    staging.pack(&app, plan.format, plan.epoch)?;
+    staging.pack(&app, plan.format, LayerKind::App, plan.epoch)?;
     fs::remove_dir_all(&root).map_err(out_err(&root))?;
 
     let runtime = dir.join(RUNTIME_FILE);

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::Reporter;
 use crate::cache::{self, AtomicFile, CacheError};
 use crate::elf::Library;
-use crate::rootfs::{RootfsError, RootfsFormat, Staging};
+use crate::rootfs::{LayerKind, RootfsError, RootfsFormat, Staging};
 
 /// File name of the runtime layer inside an image directory.
 pub const RUNTIME_FILE: &str = "runtime.img";
@@ -82,7 +82,14 @@ pub fn runtime_key(inputs: &RuntimeInputs<'_>) -> Result<String, LayerError> {
     };
     field("layout", LAYOUT_VERSION.as_bytes());
     field("format", inputs.format.fs_type().as_bytes());
-    field("packer", inputs.format.packer_flags().join(" ").as_bytes());
+    field(
+        "packer",
+        inputs
+            .format
+            .packer_flags(LayerKind::Runtime)
+            .join(" ")
+            .as_bytes(),
+    );
     for (path, contents, mode) in etc_files() {
         field(path, &contents);
         field("mode", &mode.to_le_bytes());
@@ -154,7 +161,7 @@ pub fn runtime_layer(
     let staging = Staging::new(stage.path().to_owned());
     stage_runtime(inputs, &staging)?;
     let file = AtomicFile::create(&path)?;
-    staging.pack(file.temp_path(), inputs.format, 0)?;
+    staging.pack(file.temp_path(), inputs.format, LayerKind::Runtime, 0)?;
     let (sha256, size) = crate::sha256_file(file.temp_path()).map_err(|source| CacheError::Io {
         path: file.temp_path().to_owned(),
         source,
