@@ -238,8 +238,12 @@ fn create(path: &Path, size: DataSize) -> Result<bool, DataError> {
     tmp.as_file()
         .set_len(size.bytes())
         .map_err(io_error(format!("cannot create the data volume `{shown}`")))?;
+    // Inode tables and the journal are zeroed here, on the host, in a few
+    // milliseconds; left lazy, the guest kernel's ext4lazyinit thread would
+    // zero them at every boot until done, competing with the app for the
+    // (emulated) CPU. A 1 GiB volume then takes about 33 MiB on disk.
     let root_owner =
-        format!("root_owner={APP_UID}:{APP_GID},lazy_itable_init=1,lazy_journal_init=1");
+        format!("root_owner={APP_UID}:{APP_GID},lazy_itable_init=0,lazy_journal_init=0");
     let mut command = Command::new(&mkfs);
     command
         .args(["-q", "-F", "-L", DATA_LABEL, "-m", "0", "-E", &root_owner])
