@@ -15,10 +15,9 @@ use nodeos_image::Reporter;
 use nodeos_image::project::Project;
 use nodeos_manifest::console;
 use nodeos_manifest::settings::{
-    CheckStatus, DATA_FAILED_MARKER, DataSettings, DataSize, OnCheckFailure,
+    CheckStatus, Cidr, DATA_FAILED_MARKER, DataSettings, DataSize, MAX_GRACE_SECS, OnCheckFailure,
+    StaticIpv4, check_env,
 };
-use nodeos_manifest::settings::{Cidr, StaticIpv4};
-use nodeos_manifest::settings::{MAX_GRACE_SECS, check_env};
 use nodeos_manifest::{LogFormat, MANIFEST_FILE, Manifest, RestartPolicy, RunConfig};
 use nodeos_vmm::data::{DataVolume, Opened, SizeRequest, human_size};
 use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
