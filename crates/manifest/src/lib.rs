@@ -102,13 +102,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses a manifest and checks its format version.
+    /// Parses a manifest and checks its format version first, so that a
+    /// manifest of another format is reported as such rather than as
+    /// unknown fields.
     pub fn from_json(text: &str) -> Result<Self, ManifestError> {
-        let manifest: Manifest = serde_json::from_str(text).map_err(ManifestError::Parse)?;
-        if manifest.format != MANIFEST_FORMAT {
-            return Err(ManifestError::Format(manifest.format));
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
         }
-        Ok(manifest)
+        let Format { format } = serde_json::from_str(text).map_err(ManifestError::Parse)?;
+        if format != MANIFEST_FORMAT {
+            return Err(ManifestError::Format(format));
+        }
+        serde_json::from_str(text).map_err(ManifestError::Parse)
     }
 
     /// The artefact keys an image needs to boot: the kernel and both layers.
@@ -324,6 +330,17 @@ mod tests {
     fn manifest_round_trips() {
         let m = sample();
         assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_format_1_manifest_is_reported_as_an_older_format() {
+        let text = r#"{"format": 1, "name": "hello", "rootfs": {"artifact": "rootfs"}}"#;
+        let err = Manifest::from_json(text).unwrap_err();
+        assert!(matches!(err, ManifestError::Format(1)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "manifest format 1 is not supported (this nodeos reads format 2)"
+        );
     }
 
     #[test]
