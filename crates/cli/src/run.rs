@@ -110,6 +110,8 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         None => default_image_dir()?,
     };
     let manifest = verify_image(&dir)?;
+    // A busy port fails before the data volume is created or checked.
+    nodeos_vmm::check_forwards(&args.publish)?;
     // Held until the VM has ended: the lock keeps other runs off the volume.
     let data = if args.no_data {
         None

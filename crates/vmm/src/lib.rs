@@ -50,4 +50,4 @@ pub use config::{Accel, ConsoleSink, Machine, PortForward, ResolvedAccel, VmConf
 pub use error::Error;
 pub use outcome::Outcome;
 pub use qmp::Qmp;
-pub use vm::Vm;
+pub use vm::{Vm, check_forwards};

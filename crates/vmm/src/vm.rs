@@ -326,8 +326,9 @@ fn first_match<'a>(
 }
 
 /// Each forwarded host port must be free now (QEMU would fail later with a
-/// less clear message) and forwarded once.
-fn check_forwards(forwards: &[PortForward]) -> Result<(), Error> {
+/// less clear message) and forwarded once. [`Vm::start`] checks it; callers
+/// may check earlier, before preparing anything else.
+pub fn check_forwards(forwards: &[PortForward]) -> Result<(), Error> {
     let mut seen = HashSet::new();
     for fwd in forwards {
         if !seen.insert((fwd.host_addr, fwd.host_port)) {

@@ -256,7 +256,7 @@ fn run_with_incomplete_or_corrupt_image_exits_8() {
 }
 
 #[test]
-fn run_with_a_host_port_in_use_exits_9() {
+fn run_with_a_host_port_in_use_exits_9_before_creating_the_data_volume() {
     let tmp = tempfile::tempdir().unwrap();
     let image = tmp.path().join("fake.nodeos");
     fake_image_dir(&image);
@@ -273,6 +273,10 @@ fn run_with_a_host_port_in_use_exits_9() {
         stderr(&output).contains(&port.to_string()),
         "{}",
         stderr(&output)
+    );
+    assert!(
+        !tmp.path().join("fake.data.img").exists(),
+        "a data volume was created for a run that could not start"
     );
 }
 
