@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use nodeos_manifest::settings::RUN_CONFIG_MAX_JSON;
+use nodeos_manifest::settings::{DataCheck, RUN_CONFIG_MAX_JSON};
 use nodeos_manifest::{APP_CONFIG_PATH, AppConfig, RunConfig};
 
 use crate::disks::{self, Content};
@@ -24,6 +24,8 @@ pub struct Boot {
     pub run_config_from: Option<PathBuf>,
     /// Names of the variables the run config added (values are secret).
     pub run_env_names: Vec<String>,
+    /// `nodeos run`'s check of the data volume, from the run config.
+    pub data_check: Option<DataCheck>,
 }
 
 /// Largest app config accepted.
@@ -37,6 +39,7 @@ pub fn load_boot(sys: &mut impl System) -> Result<Boot, Error> {
         app: app.clone(),
         run_config_from: None,
         run_env_names: Vec::new(),
+        data_check: None,
     };
     if let Some((disk, run)) = find_run_config(sys)? {
         run.apply(&mut app.settings, &mut app.env);
@@ -45,6 +48,7 @@ pub fn load_boot(sys: &mut impl System) -> Result<Boot, Error> {
             problem,
         })?;
         boot.run_env_names = run.env.keys().cloned().collect();
+        boot.data_check = run.data_check;
         boot.run_config_from = Some(disk);
         boot.app = app;
     }
@@ -327,6 +331,24 @@ mod tests {
         let boot = load_boot(&mut image()).unwrap();
         assert_eq!(boot.app, sample());
         assert_eq!(boot.run_config_from, None);
+        assert_eq!(boot.data_check, None);
+    }
+
+    #[test]
+    fn the_hosts_data_check_comes_with_the_run_config() {
+        use nodeos_manifest::settings::CheckStatus;
+        let check = DataCheck {
+            status: CheckStatus::Repaired,
+            summary: "journal replayed".into(),
+        };
+        let run = RunConfig {
+            data_check: Some(check.clone()),
+            ..run_config()
+        };
+        let mut sys = image()
+            .with_file("/sys/block/vdb/size", "8")
+            .with_file("/dev/vdb", run.to_disk().unwrap());
+        assert_eq!(load_boot(&mut sys).unwrap().data_check, Some(check));
     }
 
     #[test]

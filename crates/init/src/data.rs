@@ -26,7 +26,6 @@ use nodeos_manifest::settings::{CheckStatus, DataCheck, DataSettings, OnCheckFai
 use nodeos_manifest::{APP_GID, APP_UID, DATA_DIR, DATA_LABEL};
 use rustix::mount::MountFlags;
 
-use crate::config;
 use crate::disks::{self, Content, Disk};
 use crate::error::Error;
 use crate::say;
@@ -37,8 +36,13 @@ pub const MOUNT_FLAGS: MountFlags = MountFlags::NOSUID.union(MountFlags::NODEV);
 /// Options of the `/data` mount.
 pub const MOUNT_OPTIONS: &str = "errors=remount-ro";
 
-/// Finds, checks and mounts the data volume (see the module docs).
-pub fn setup(sys: &mut impl System, settings: &DataSettings) -> Result<(), Error> {
+/// Finds, checks and mounts the data volume (see the module docs). `host`
+/// is the result of `nodeos run`'s check, from the run config (phase 4).
+pub fn setup(
+    sys: &mut impl System,
+    settings: &DataSettings,
+    host: Option<&DataCheck>,
+) -> Result<(), Error> {
     let disks = disks::scan(sys);
     let Some(disk) = find(&disks) else {
         say!(
@@ -47,13 +51,8 @@ pub fn setup(sys: &mut impl System, settings: &DataSettings) -> Result<(), Error
         return Ok(());
     };
     let dev = disk.dev.display().to_string();
-    // The run config was read and checked in phase 4; here only its data check counts.
-    let host = config::find_run_config(sys)
-        .ok()
-        .flatten()
-        .and_then(|(_, run)| run.data_check);
     let head = sys.read(&disk.dev, disks::HEAD_LEN).unwrap_or_default();
-    let problems = problems(host.as_ref(), &head);
+    let problems = problems(host, &head);
     match host {
         Some(DataCheck {
             status: CheckStatus::Repaired,
@@ -257,8 +256,6 @@ pub fn unmount(sys: &mut impl System) {
 mod tests {
     use super::*;
 
-    use nodeos_manifest::RunConfig;
-
     use crate::system::Recorder;
 
     /// The first 2048 bytes of a volume `mkfs.ext4 -L nodeos-data` made
@@ -280,24 +277,15 @@ mod tests {
         head
     }
 
-    fn boot(data: Vec<u8>, check: Option<DataCheck>) -> Recorder {
-        let mut sys = Recorder::default()
+    /// A machine with the data volume `data` as /dev/vdc.
+    fn boot(data: Vec<u8>) -> Recorder {
+        Recorder::default()
             .with_file("/sys/block/vda/size", "1")
             .with_file("/dev/vda", disks::tests::head(&Content::Erofs))
             .with_file("/sys/block/vdb/size", "1")
             .with_file("/dev/vdb", disks::tests::head(&Content::Squashfs))
             .with_file("/sys/block/vdc/size", "1")
-            .with_file("/dev/vdc", data);
-        if let Some(check) = check {
-            let run = RunConfig {
-                data_check: Some(check),
-                ..RunConfig::default()
-            };
-            sys = sys
-                .with_file("/sys/block/vdd/size", "1")
-                .with_file("/dev/vdd", run.to_disk().unwrap());
-        }
-        sys
+            .with_file("/dev/vdc", data)
     }
 
     fn check(status: CheckStatus, summary: &str) -> Option<DataCheck> {
@@ -331,8 +319,9 @@ mod tests {
 
     #[test]
     fn a_clean_volume_is_mounted_and_given_to_the_app() {
-        let mut sys = boot(volume(|_| {}), check(CheckStatus::Clean, "clean"));
-        setup(&mut sys, &DataSettings::default()).unwrap();
+        let host = check(CheckStatus::Clean, "clean");
+        let mut sys = boot(volume(|_| {}));
+        setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap();
         assert_eq!(mounts(&sys), [MOUNT, "chown /data 1000:1000"]);
         assert!(sys.calls.contains(&"space /data".to_string()));
     }
@@ -364,17 +353,15 @@ mod tests {
         let mut sys = Recorder::default()
             .with_file("/sys/block/vda/size", "1")
             .with_file("/dev/vda", disks::tests::head(&Content::Erofs));
-        setup(&mut sys, &DataSettings::default()).unwrap();
+        setup(&mut sys, &DataSettings::default(), None).unwrap();
         assert!(mounts(&sys).is_empty(), "{:?}", sys.calls);
     }
 
     #[test]
     fn a_volume_the_host_could_not_repair_stops_the_boot() {
-        let mut sys = boot(
-            volume(|_| {}),
-            check(CheckStatus::Failed, "UNEXPECTED INCONSISTENCY"),
-        );
-        let err = setup(&mut sys, &DataSettings::default()).unwrap_err();
+        let host = check(CheckStatus::Failed, "UNEXPECTED INCONSISTENCY");
+        let mut sys = boot(volume(|_| {}));
+        let err = setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with(
@@ -392,48 +379,51 @@ mod tests {
     #[test]
     fn recorded_errors_and_a_bad_checksum_stop_the_boot_without_a_host_check() {
         let errors = volume(|raw| raw[sb::STATE] = 0x3);
-        let mut sys = boot(errors, None);
-        let err = setup(&mut sys, &DataSettings::default()).unwrap_err();
+        let host = None;
+        let mut sys = boot(errors);
+        let err = setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap_err();
         assert!(err.to_string().contains("has recorded errors"), "{err}");
 
         let mut bad = volume(|_| {});
         bad[sb::START + 0x100] ^= 1;
-        let mut sys = boot(bad, check(CheckStatus::Clean, ""));
-        let err = setup(&mut sys, &DataSettings::default()).unwrap_err();
+        let host = check(CheckStatus::Clean, "");
+        let mut sys = boot(bad);
+        let err = setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap_err();
         assert!(err.to_string().contains("checksum is wrong"), "{err}");
         assert!(mounts(&sys).is_empty());
     }
 
     #[test]
     fn with_on_check_failure_start_a_failed_volume_is_mounted_anyway() {
-        let mut sys = boot(
-            volume(|raw| raw[sb::STATE] = 0x3),
-            check(CheckStatus::Failed, "bad"),
-        );
-        setup(&mut sys, &settings(OnCheckFailure::Start)).unwrap();
+        let host = check(CheckStatus::Failed, "bad");
+        let mut sys = boot(volume(|raw| raw[sb::STATE] = 0x3));
+        setup(&mut sys, &settings(OnCheckFailure::Start), host.as_ref()).unwrap();
         assert_eq!(mounts(&sys), [MOUNT, "chown /data 1000:1000"]);
     }
 
     #[test]
     fn a_mount_failure_stops_the_boot_or_leaves_data_read_only() {
-        let mut sys = boot(volume(|_| {}), check(CheckStatus::Clean, ""));
+        let host = check(CheckStatus::Clean, "");
+        let mut sys = boot(volume(|_| {}));
         sys.busy.push("/data".into());
-        let err = setup(&mut sys, &DataSettings::default()).unwrap_err();
+        let err = setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("data volume /dev/vdc cannot be mounted on /data ("),
             "{err}"
         );
-        let mut sys = boot(volume(|_| {}), check(CheckStatus::Clean, ""));
+        let host = check(CheckStatus::Clean, "");
+        let mut sys = boot(volume(|_| {}));
         sys.busy.push("/data".into());
-        setup(&mut sys, &settings(OnCheckFailure::Start)).unwrap();
+        setup(&mut sys, &settings(OnCheckFailure::Start), host.as_ref()).unwrap();
         assert_eq!(mounts(&sys), [MOUNT], "no chown of the read-only directory");
     }
 
     #[test]
     fn a_repair_on_the_host_is_reported_and_the_volume_mounted() {
-        let mut sys = boot(volume(|_| {}), check(CheckStatus::Repaired, "check forced"));
-        setup(&mut sys, &DataSettings::default()).unwrap();
+        let host = check(CheckStatus::Repaired, "check forced");
+        let mut sys = boot(volume(|_| {}));
+        setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap();
         assert_eq!(mounts(&sys).len(), 2);
     }
 

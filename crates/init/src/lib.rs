@@ -78,10 +78,11 @@ pub fn run() -> Result<(), Error> {
     lock_memory();
     let events = supervise::listen()?;
     layers::mount_app(sys)?;
-    let app = load_config(sys)?;
+    let boot = load_config(sys)?;
+    let app = boot.app;
     entropy::ready(sys);
     net::setup(sys, &app.settings.network, &app.name)?;
-    data::setup(sys, &app.settings.data)?;
+    data::setup(sys, &app.settings.data, boot.data_check.as_ref())?;
     let creds = privileges::prepare(sys, &app)?;
     supervise::supervise(&app, creds, &events);
     Ok(())
@@ -100,9 +101,9 @@ fn lock_memory() {
 
 /// Phase 4: the app config with the run config applied; switches the log
 /// to the configured format. Environment values are never printed.
-pub fn load_config(sys: &mut impl system::System) -> Result<nodeos_manifest::AppConfig, Error> {
+pub fn load_config(sys: &mut impl system::System) -> Result<config::Boot, Error> {
     let boot = config::load_boot(sys)?;
-    let app = boot.app;
+    let app = &boot.app;
     log::set_format(app.settings.log_format);
     say!("app {} ({} {})", app.name, app.node, app.args.join(" "));
     let s = &app.settings;
@@ -124,8 +125,9 @@ pub fn load_config(sys: &mut impl system::System) -> Result<nodeos_manifest::App
             }
         );
     }
-    Ok(app)
+    Ok(boot)
 }
+
 /// `error: cause: cause…` on one line: each source once, outermost first.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();

@@ -59,9 +59,14 @@ impl System for Linux {
     }
 
     fn mount(&mut self, m: &Mount) -> io::Result<()> {
-        let data = std::ffi::CString::new(m.data).map_err(io::Error::other)?;
-        rustix::mount::mount(m.fstype, m.target, m.fstype, m.flags, data.as_c_str())?;
-        Ok(())
+        // The pseudo filesystems have no device: their type is the source.
+        self.mount_fs(
+            Path::new(m.fstype),
+            Path::new(m.target),
+            m.fstype,
+            m.flags,
+            m.data,
+        )
     }
 
     fn mount_fs(
