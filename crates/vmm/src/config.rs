@@ -470,7 +470,8 @@ pub fn find_qemu(explicit: Option<&Path>) -> Result<PathBuf, Error> {
         })
 }
 
-fn is_executable(path: &Path) -> bool {
+/// A regular file someone may execute.
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

@@ -498,14 +498,8 @@ fn find_tool(tool: &'static str) -> Result<PathBuf, DataError> {
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join(tool))
-        .find(|candidate| is_executable(candidate))
+        .find(|candidate| crate::config::is_executable(candidate))
         .ok_or(DataError::ToolMissing { tool })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
