@@ -2,7 +2,7 @@
 
 now() { date +%s.%N; }
 # Seconds from $1 to $2 (timestamps from `now`), two decimals.
-elapsed() { echo "$1 $2" | awk '{ printf "%.2f", $2 - $1 }'; }
+elapsed() { echo "$1 $2" | awk '{ printf "%.2f\n", $2 - $1 }'; }
 # The median of the numbers on stdin.
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # "median min max" of the numbers on stdin (empty if there are none).
