@@ -3,6 +3,7 @@
 
 use nodeos_image::BuildError;
 use nodeos_image::kernel::KernelError;
+use nodeos_image::keys::KeyError;
 use nodeos_image::layers::LayerError;
 use nodeos_image::node::NodeError;
 use nodeos_image::rootfs::RootfsError;
@@ -44,6 +45,9 @@ pub enum Exit {
     /// uses it, it is larger than asked for (no shrinking), or creating or
     /// growing it failed.
     Data = 13,
+    /// `keygen`: the key file or its `.pub` already exists (never
+    /// overwritten), or a key file is not an ed25519 key.
+    Key = 14,
     /// `run` was interrupted twice and the VM was killed.
     Interrupted = 130,
 }
@@ -89,6 +93,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<nodeos_vmm::Error>() {
             return classify_vmm(e);
+        }
+        if let Some(e) = cause.downcast_ref::<KeyError>() {
+            return match e {
+                KeyError::Exists { .. } | KeyError::NotAKey { .. } => Exit::Key,
+                KeyError::Io { .. } | KeyError::Random(_) => Exit::Failure,
+            };
         }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return match e {

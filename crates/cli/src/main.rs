@@ -1,12 +1,13 @@
 //! `nodeos`: turn an npm project into its own operating system.
 //!
 //! The binary is thin: it parses arguments, draws output and maps errors to
-//! exit codes ([`exit::Exit`]); the work is done by `nodeos-image` (build)
-//! and `nodeos-vmm` (run).
+//! exit codes ([`exit::Exit`]); the work is done by `nodeos-image` (build,
+//! keys) and `nodeos-vmm` (run).
 
 mod build;
 mod envfile;
 mod exit;
+mod keygen;
 mod run;
 mod ui;
 
@@ -37,6 +38,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Boot an image directory under QEMU
     Run(run::RunArgs),
+    /// Write a new ed25519 key pair for signing updates
+    Keygen(keygen::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build::run(args, &ui),
         Command::Run(args) => run::run(args, &ui),
+        Command::Keygen(args) => keygen::run(args, &ui),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod deps;
 pub mod elf;
 pub mod kernel;
+pub mod keys;
 pub mod layers;
 pub mod node;
 pub mod project;

@@ -499,3 +499,43 @@ fn run_without_settings_flags_or_data_attaches_no_config_disk() {
     assert!(!args.contains("id=config"), "{args}");
     assert!(!tmp.path().join("config.img").exists());
 }
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    // The default location: $XDG_CONFIG_HOME/nodeos/update-key.pem, created.
+    let output = run(nodeos().arg("keygen").env("XDG_CONFIG_HOME", tmp.path()));
+    assert_exit(&output, 0);
+    let private = tmp.path().join("nodeos/update-key.pem");
+    let public = tmp.path().join("nodeos/update-key.pem.pub");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&private), 0o600);
+    let printed = String::from_utf8(output.stdout.clone()).unwrap();
+    let line = printed.trim_end();
+    assert!(
+        line.len() == "ed25519:".len() + 64
+            && line.starts_with("ed25519:")
+            && line[8..].chars().all(|c| c.is_ascii_hexdigit()),
+        "stdout: {printed:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&public).unwrap().trim_end(), line);
+    assert!(
+        std::fs::read_to_string(&private)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+
+    // A second keygen to the same place is refused and changes nothing.
+    let before = std::fs::read(&private).unwrap();
+    let again = run(nodeos().arg("keygen").arg("--out").arg(&private));
+    assert_exit(&again, 14);
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(again.stdout.is_empty());
+    assert_eq!(std::fs::read(&private).unwrap(), before);
+    assert_eq!(std::fs::read_to_string(&public).unwrap().trim_end(), line);
+}
