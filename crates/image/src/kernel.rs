@@ -277,7 +277,7 @@ fn cache_key(source: &Path) -> Result<String, KernelError> {
     hasher.update(b"\0script\0");
     hasher.update(BUILD_SCRIPT.as_bytes());
     let digest = hasher.finalize();
-    Ok(digest[..12].iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex(&digest[..12]))
 }
 
 #[cfg(test)]

@@ -58,11 +58,7 @@ pub fn public_path(private: &Path) -> PathBuf {
 
 /// `ed25519:<hex>`.
 pub fn public_key_text(key: &VerifyingKey) -> String {
-    let mut text = String::from(PUBLIC_KEY_PREFIX);
-    for byte in key.as_bytes() {
-        text.push_str(&format!("{byte:02x}"));
-    }
-    text
+    format!("{PUBLIC_KEY_PREFIX}{}", crate::hex(key.as_bytes()))
 }
 
 /// Writes `key` to `private` (mode 0600) and its public half to

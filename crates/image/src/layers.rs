@@ -22,10 +22,10 @@ use nodeos_manifest::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::Reporter;
 use crate::cache::{self, AtomicFile, CacheError};
 use crate::elf::Library;
 use crate::rootfs::{LayerKind, RootfsError, RootfsFormat, Staging};
+use crate::{Reporter, hex};
 
 /// File name of the runtime layer inside an image directory.
 pub const RUNTIME_FILE: &str = "runtime.img";
@@ -269,10 +269,6 @@ fn stage_runtime(inputs: &RuntimeInputs<'_>, staging: &Staging) -> Result<(), Ro
 /// (`/run/hosts` → `../run/hosts`), so it also resolves on the host.
 fn relative_to_etc(path: &str) -> PathBuf {
     Path::new("..").join(path.trim_start_matches('/'))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

