@@ -5,7 +5,7 @@
 //! public key sits beside it in `<file>.pub` as one line,
 //! `ed25519:<64 hex digits>`, the form package.json's settings take.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -62,17 +62,10 @@ pub fn public_key_text(key: &VerifyingKey) -> String {
 }
 
 /// Writes `key` to `private` (mode 0600) and its public half to
-/// `<private>.pub` (mode 0644). Neither file may exist; if either cannot be
-/// written, neither is left behind.
+/// `<private>.pub` (mode 0644). Neither file may exist (both are created
+/// with O_EXCL); if either cannot be written, neither is left behind.
 pub fn write_pair(key: &SigningKey, private: &Path) -> Result<(), KeyError> {
     let public = public_path(private);
-    for path in [private, public.as_path()] {
-        if path.symlink_metadata().is_ok() {
-            return Err(KeyError::Exists {
-                path: path.to_owned(),
-            });
-        }
-    }
     write_new(private, 0o600, private_pem(key).as_bytes())?;
     let line = format!("{}\n", public_key_text(&key.verifying_key()));
     if let Err(e) = write_new(&public, 0o644, line.as_bytes()) {
@@ -98,7 +91,7 @@ fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<(), KeyError> {
         path: path.to_owned(),
         source,
     };
-    let mut file: File = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
