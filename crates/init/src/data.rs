@@ -379,9 +379,8 @@ mod tests {
     #[test]
     fn recorded_errors_and_a_bad_checksum_stop_the_boot_without_a_host_check() {
         let errors = volume(|raw| raw[sb::STATE] = 0x3);
-        let host = None;
         let mut sys = boot(errors);
-        let err = setup(&mut sys, &DataSettings::default(), host.as_ref()).unwrap_err();
+        let err = setup(&mut sys, &DataSettings::default(), None).unwrap_err();
         assert!(err.to_string().contains("has recorded errors"), "{err}");
 
         let mut bad = volume(|_| {});
