@@ -26,13 +26,32 @@ wait_http() {
     echo fail
 }
 
+# nodeos's cache directory, as `nodeos build` finds it.
+nodeos_cache_dir() { echo "${NODEOS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodeos}"; }
+
 # A nodeos cache directory at $1 that shares this user's downloads and kernel
 # builds but has no runtime layers, so a build in it packs them afresh.
 fresh_cache() {
     mkdir -p "$1"
-    for entry_dir in "${NODEOS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nodeos}"/*; do
+    for entry_dir in "$(nodeos_cache_dir)"/*; do
         [ -e "$entry_dir" ] || continue
         [ "$(basename "$entry_dir")" = layers ] || ln -sfn "$(realpath "$entry_dir")" "$1/"
+    done
+}
+
+# Times `nodeos build` of the project copy $1 into $3 with --profile $4:
+# first cold, in a fresh cache $6 (see fresh_cache), then $5 rebuilds, each
+# after appending a comment line to the file $2 of the project. Prints the
+# seconds, one line per build, the cold build first.
+build_times() {
+    fresh_cache "$6"
+    _i=0
+    while [ $_i -le "$5" ]; do
+        [ $_i -eq 0 ] || echo "// edit $4 $_i" >>"$1/$2"
+        _t0=$(now)
+        NODEOS_CACHE_DIR="$6" target/release/nodeos -q build "$1" --out "$3" --profile "$4" >&2
+        elapsed "$_t0" "$(now)"
+        _i=$((_i + 1))
     done
 }
 
