@@ -27,6 +27,19 @@ pub const PREFIX: &str = "nodeos-init: ";
 pub const STARTING_APP: &str = "nodeos-init: starting app";
 /// Printed just before init asks the kernel to power off.
 pub const POWER_OFF: &str = "nodeos-init: powering off";
+/// Printed just before init asks the kernel to reboot (after an update or a
+/// rollback); under `nodeos run` QEMU then exits and the host boots the
+/// slot the update state names.
+pub const REBOOT: &str = "nodeos-init: rebooting";
+/// Starts the line init prints when a new version passed its health check:
+/// `nodeos-init: update committed: hello 1.0.0 → 1.0.1 (slot b)`.
+pub const UPDATE_COMMITTED: &str = "nodeos-init: update committed";
+/// Starts the line init prints when a new version failed its trial:
+/// `nodeos-init: update rolled back: <reason>`.
+pub const UPDATE_ROLLED_BACK: &str = "nodeos-init: update rolled back";
+/// Starts the line init prints when the agent accepted an update and is
+/// about to write it: `nodeos-init: update accepted: hello 1.0.1 (sequence N) into slot b`.
+pub const UPDATE_ACCEPTED: &str = "nodeos-init: update accepted";
 /// Printed when the power button (or SIGTERM to PID 1) asks for shutdown.
 pub const SHUTDOWN_REQUESTED: &str = "nodeos-init: shutdown requested";
 

@@ -7,6 +7,8 @@
 //! * [`settings`] holds how init runs the app ([`Settings`], from
 //!   package.json's `"nodeos"` key) and what `nodeos run` can change at
 //!   boot ([`RunConfig`], on a config disk).
+//! * [`slots`], [`bundle`] and [`update`] hold the A/B system disk, the
+//!   signed update bundle and the update agent's requests and answers.
 //! * [`console`] holds the log record format of the serial console and the
 //!   marker lines the VM runner and the tests wait for.
 //!
@@ -252,8 +254,12 @@ pub struct AppConfig {
     pub settings: Settings,
 }
 
+pub mod bundle;
 pub mod console;
+pub mod frame;
 pub mod settings;
+pub mod slots;
+pub mod update;
 
 pub use settings::{LogFormat, Network, RestartPolicy, RunConfig, Settings};
 

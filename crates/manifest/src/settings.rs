@@ -48,6 +48,8 @@ pub struct Settings {
     pub network: Network,
     /// The persistent volume at `/data`.
     pub data: DataSettings,
+    /// Signed updates: the key, the agent's port and the health check.
+    pub update: crate::update::UpdateSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             port: DEFAULT_PORT,
             network: Network::default(),
             data: DataSettings::default(),
+            update: crate::update::UpdateSettings::default(),
         }
     }
 }
@@ -71,7 +74,8 @@ impl Settings {
         if self.port == 0 {
             return Err(SettingsError::new("port", "must be between 1 and 65535"));
         }
-        self.network.validate()
+        self.network.validate()?;
+        self.update.validate(self.port)
     }
 }
 

@@ -1,0 +1,212 @@
+//! The update bundle `nodeos deploy` uploads and the agent installs.
+//!
+//! ```text
+//! "NODEOS-BUNDLE\0\0\0" | u32 LE format (1) | u32 LE H | H bytes UpdateManifest JSON
+//! | 64-byte ed25519 signature over SIGNING_CONTEXT ‖ those H bytes | payload
+//! ```
+//!
+//! The payload is the artefacts whose [`Source`] is `Bundle`, in the order
+//! of [`UpdateManifest::payload`], each exactly its manifest size. The
+//! others are already on the appliance (`Slot`): the agent keeps or copies
+//! them, checking the same sha256.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Manifest;
+use crate::update::PublicKey;
+
+/// First bytes of a bundle.
+pub const MAGIC: &[u8; 16] = b"NODEOS-BUNDLE\0\0\0";
+/// The bundle layout version.
+pub const FORMAT: u32 = 1;
+/// Bytes before the manifest JSON: magic, format and its length.
+pub const PREFIX_LEN: usize = 24;
+/// Largest manifest JSON accepted.
+pub const MAX_MANIFEST: usize = 64 << 10;
+/// Length of the signature after the manifest.
+pub const SIGNATURE_LEN: usize = 64;
+/// What the signature covers, before the manifest bytes.
+pub const SIGNING_CONTEXT: &[u8] = b"nodeos-bundle-v1\0";
+
+/// The signed part of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateManifest {
+    /// Always [`FORMAT`].
+    pub format: u32,
+    /// The app's name; the agent refuses a bundle for another appliance.
+    pub appliance: String,
+    /// Must be above every sequence the appliance accepted before.
+    pub sequence: u64,
+    /// [`PublicKey::key_id`] of the signing key.
+    pub key_id: String,
+    /// Whether going to a lower version was asked for (`--allow-downgrade`).
+    #[serde(default)]
+    pub downgrade: bool,
+    /// The image as built: its artefacts' sizes and sha256s.
+    pub image: Manifest,
+    /// Where each boot artefact (kernel, runtime, app) comes from.
+    pub payload: Vec<PayloadEntry>,
+}
+
+/// One boot artefact of the new version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadEntry {
+    /// Key in the image's artefacts: `kernel`, `runtime` or `app`.
+    pub artifact: String,
+    pub source: Source,
+}
+
+/// Where an artefact's bytes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// In the bundle's payload.
+    Bundle,
+    /// Already in one of the appliance's slots (same sha256).
+    Slot,
+}
+
+/// Why a bundle (or its head) is refused before any payload is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleError {
+    NotABundle,
+    Format(u32),
+    ManifestTooLarge(usize),
+    Manifest(String),
+}
+
+impl std::fmt::Display for BundleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BundleError::NotABundle => write!(f, "not a nodeos update bundle"),
+            BundleError::Format(v) => {
+                write!(
+                    f,
+                    "bundle format {v} is not supported (this reads format {FORMAT})"
+                )
+            }
+            BundleError::ManifestTooLarge(n) => {
+                write!(f, "bundle manifest is {n} bytes, more than {MAX_MANIFEST}")
+            }
+            BundleError::Manifest(e) => write!(f, "bundle manifest is not valid: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BundleError {}
+
+/// The manifest JSON length from the first [`PREFIX_LEN`] bytes.
+pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<usize, BundleError> {
+    if &prefix[..16] != MAGIC {
+        return Err(BundleError::NotABundle);
+    }
+    let word = |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().expect("4 bytes"));
+    if word(16) != FORMAT {
+        return Err(BundleError::Format(word(16)));
+    }
+    let len = word(20) as usize;
+    if len == 0 || len > MAX_MANIFEST {
+        return Err(BundleError::ManifestTooLarge(len));
+    }
+    Ok(len)
+}
+
+/// The bytes a bundle signature covers: [`SIGNING_CONTEXT`] then the
+/// manifest JSON exactly as it appears in the bundle.
+pub fn signed_bytes(manifest_json: &[u8]) -> Vec<u8> {
+    [SIGNING_CONTEXT, manifest_json].concat()
+}
+
+/// The head of a bundle: prefix, manifest JSON and signature. The payload follows it.
+pub fn encode_head(manifest_json: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(PREFIX_LEN + manifest_json.len() + SIGNATURE_LEN);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&FORMAT.to_le_bytes());
+    head.extend_from_slice(&(manifest_json.len() as u32).to_le_bytes());
+    head.extend_from_slice(manifest_json);
+    head.extend_from_slice(signature);
+    head
+}
+
+impl UpdateManifest {
+    /// Parses the manifest JSON of a bundle (after its signature was checked).
+    pub fn from_json(json: &[u8]) -> Result<UpdateManifest, BundleError> {
+        let manifest: UpdateManifest =
+            serde_json::from_slice(json).map_err(|e| BundleError::Manifest(e.to_string()))?;
+        if manifest.format != FORMAT {
+            return Err(BundleError::Format(manifest.format));
+        }
+        let boot = manifest.image.boot_artifacts();
+        let listed: Vec<&str> = manifest
+            .payload
+            .iter()
+            .map(|e| e.artifact.as_str())
+            .collect();
+        if listed.len() != 3 || boot.iter().any(|key| !listed.contains(key)) {
+            return Err(BundleError::Manifest(format!(
+                "payload must list {} once each, not {listed:?}",
+                boot.join(", ")
+            )));
+        }
+        for key in boot {
+            if !manifest.image.artifacts.contains_key(key) {
+                return Err(BundleError::Manifest(format!(
+                    "image has no artefact {key:?}"
+                )));
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// Size and sha256 of an artefact of the image.
+    pub fn artifact(&self, key: &str) -> Option<&crate::Artifact> {
+        self.image.artifacts.get(key)
+    }
+
+    /// Bytes of payload after the head.
+    pub fn payload_len(&self) -> u64 {
+        self.payload
+            .iter()
+            .filter(|e| e.source == Source::Bundle)
+            .filter_map(|e| self.artifact(&e.artifact))
+            .map(|a| a.size)
+            .sum()
+    }
+
+    /// Total bytes of the bundle with this manifest JSON length.
+    pub fn bundle_len(&self, manifest_json_len: usize) -> u64 {
+        (PREFIX_LEN + manifest_json_len + SIGNATURE_LEN) as u64 + self.payload_len()
+    }
+
+    /// Whether this key signed it, by id.
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        self.key_id == key.key_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_checks() {
+        let head = encode_head(b"{}", &[0; 64]);
+        let prefix: [u8; PREFIX_LEN] = head[..PREFIX_LEN].try_into().unwrap();
+        assert_eq!(parse_prefix(&prefix), Ok(2));
+        let mut other = prefix;
+        other[0] = b'X';
+        assert_eq!(parse_prefix(&other), Err(BundleError::NotABundle));
+        let mut other = prefix;
+        other[16] = 2;
+        assert_eq!(parse_prefix(&other), Err(BundleError::Format(2)));
+        let mut other = prefix;
+        other[20..24].copy_from_slice(&(MAX_MANIFEST as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            parse_prefix(&other),
+            Err(BundleError::ManifestTooLarge(_))
+        ));
+        assert_eq!(signed_bytes(b"{}"), b"nodeos-bundle-v1\0{}");
+    }
+}
