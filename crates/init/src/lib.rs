@@ -37,6 +37,7 @@ pub mod start;
 pub mod supervise;
 pub mod sys;
 pub mod system;
+pub mod update;
 
 pub use error::Error;
 pub use shutdown::shutdown;

@@ -186,16 +186,17 @@ pub fn from_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// What a request signature covers.
+/// What a request signature covers: the method, the path, the timestamp,
+/// the nonce and the body's length, so a signature cannot be moved to
+/// another request or body size.
 pub fn request_message(
     method: &str,
     path: &str,
     ts_ms: u64,
     nonce: &str,
     content_length: u64,
-    appliance: &str,
 ) -> String {
-    format!("nodeos-request-v1\n{method}\n{path}\n{ts_ms}\n{nonce}\n{content_length}\n{appliance}")
+    format!("nodeos-request-v1\n{method}\n{path}\n{ts_ms}\n{nonce}\n{content_length}")
 }
 
 /// The parsed `Authorization` header of an agent request.

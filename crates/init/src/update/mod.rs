@@ -1,0 +1,1 @@
+//! Signed A/B updates inside the guest.
