@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nodeos_image::{BuildOptions, build};
+use nodeos_image::{BuildOptions, Built, build, keys};
 use nodeos_manifest::Profile;
 
 use crate::exit::Exit;
@@ -26,9 +26,29 @@ pub struct BuildArgs {
     /// The static nodeos-init binary [default: $NODEOS_INIT, or next to nodeos]
     #[arg(long, value_name = "PATH", hide = true)]
     init: Option<PathBuf>,
+    /// The key updates must be signed with, baked into the image instead of
+    /// package.json's nodeos.update.publicKey: a private or public key PEM,
+    /// or a .pub file (ed25519:<hex>).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Print the manifest of the built image as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+impl BuildArgs {
+    /// What `nodeos build PROJECT_DIR` builds with no other flag.
+    pub fn for_project(project: Option<PathBuf>) -> BuildArgs {
+        BuildArgs {
+            project,
+            out: None,
+            profile: ProfileArg::Release,
+            kernel: None,
+            init: None,
+            key: None,
+            json: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -38,6 +58,23 @@ enum ProfileArg {
 }
 
 pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
+    let json = args.json;
+    let built = build_image(args, ui)?;
+    if json {
+        let value = serde_json::json!({ "dir": built.dir, "manifest": built.manifest });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(Exit::Success)
+}
+
+/// Builds the image as `nodeos build` does (`deploy` builds through here too).
+pub fn build_image(args: BuildArgs, ui: &Ui) -> anyhow::Result<Built> {
+    let update_key = args
+        .key
+        .as_deref()
+        .map(keys::read_public)
+        .transpose()
+        .context("--key")?;
     let project_dir = crate::project_dir(args.project);
     let init = match args.init {
         Some(path) => path,
@@ -53,13 +90,9 @@ pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
         kernel: args.kernel,
         init,
         source_date_epoch: source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH"))?,
+        update_key,
     };
-    let built = build(&options, ui).context("build failed")?;
-    if args.json {
-        let value = serde_json::json!({ "dir": built.dir, "manifest": built.manifest });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    }
-    Ok(Exit::Success)
+    build(&options, ui).context("build failed")
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org): the timestamp of every

@@ -2,12 +2,15 @@
 //! tell apart. Documented in docs/cli.md; never reuse or renumber a code.
 
 use nodeos_image::BuildError;
+use nodeos_image::bundle::ImageError;
 use nodeos_image::kernel::KernelError;
 use nodeos_image::keys::KeyError;
 use nodeos_image::layers::LayerError;
 use nodeos_image::node::NodeError;
 use nodeos_image::rootfs::RootfsError;
 use nodeos_vmm::data::DataError;
+
+use crate::agent_client::AgentError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -45,9 +48,23 @@ pub enum Exit {
     /// uses it, it is larger than asked for (no shrinking), or creating or
     /// growing it failed.
     Data = 13,
-    /// `keygen`: the key file or its `.pub` already exists (never
-    /// overwritten), or a key file is not an ed25519 key.
+    /// A key problem found before anything is sent: `keygen`'s key file or
+    /// its `.pub` already exists (never overwritten); a key file is missing
+    /// or not an ed25519 key (`build --key`, `deploy`, `status`); `deploy`:
+    /// the image does not trust the key it would be signed with.
     Key = 14,
+    /// `deploy`, `status`: the appliance refused the request or the update
+    /// (bad signature, another key, not newer than what it has, busy, a
+    /// hash mismatch, …), or it is another appliance than the image's.
+    Refused = 15,
+    /// `deploy`: the new version failed its trial and the appliance rolled
+    /// back to the old one (the reason and the new version's log tail are
+    /// printed).
+    RolledBack = 16,
+    /// `deploy`, `status`: the appliance cannot be reached (or what answers
+    /// is not an update agent), or `deploy` saw no verdict within
+    /// `--timeout`.
+    Unreachable = 17,
     /// `run` was interrupted twice and the VM was killed.
     Interrupted = 130,
 }
@@ -96,9 +113,25 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<KeyError>() {
             return match e {
-                KeyError::Exists { .. } | KeyError::NotAKey { .. } => Exit::Key,
+                KeyError::Exists { .. }
+                | KeyError::NotAKey { .. }
+                | KeyError::NotAPublicKey { .. }
+                | KeyError::Missing { .. } => Exit::Key,
                 KeyError::Io { .. } | KeyError::Random(_) => Exit::Failure,
             };
+        }
+        if let Some(e) = cause.downcast_ref::<AgentError>() {
+            return match e {
+                AgentError::Unauthorized { .. } | AgentError::Refused { .. } => Exit::Refused,
+                AgentError::Unreachable { .. }
+                | AgentError::Broken { .. }
+                | AgentError::NotAnAgent { .. } => Exit::Unreachable,
+                AgentError::Bundle { .. } => Exit::Image,
+                AgentError::Key(_) => Exit::Failure,
+            };
+        }
+        if cause.downcast_ref::<ImageError>().is_some() {
+            return Exit::Image;
         }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return match e {

@@ -21,10 +21,12 @@ pub struct KeygenArgs {
 pub fn run(args: KeygenArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let private = match args.out {
         Some(path) => path,
-        None => default_path(
-            std::env::var_os("XDG_CONFIG_HOME"),
-            std::env::var_os("HOME"),
-        )?,
+        None => keys::default_path_from(|name| std::env::var_os(name)).ok_or_else(|| {
+            fail(
+                Exit::Usage,
+                "neither XDG_CONFIG_HOME nor HOME is set: pass --out FILE",
+            )
+        })?,
     };
     if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -38,44 +40,4 @@ pub fn run(args: KeygenArgs, ui: &Ui) -> anyhow::Result<Exit> {
     ));
     println!("{}", keys::public_key_text(&key.verifying_key()));
     Ok(Exit::Success)
-}
-
-/// `$XDG_CONFIG_HOME/nodeos/update-key.pem`, else
-/// `$HOME/.config/nodeos/update-key.pem`.
-fn default_path(
-    xdg_config_home: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> anyhow::Result<PathBuf> {
-    let base = match (
-        xdg_config_home.filter(|v| !v.is_empty()),
-        home.filter(|v| !v.is_empty()),
-    ) {
-        (Some(xdg), _) => PathBuf::from(xdg),
-        (None, Some(home)) => PathBuf::from(home).join(".config"),
-        (None, None) => {
-            return Err(fail(
-                Exit::Usage,
-                "neither XDG_CONFIG_HOME nor HOME is set: pass --out FILE",
-            ));
-        }
-    };
-    Ok(base.join("nodeos").join("update-key.pem"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_key_lives_in_the_user_config_directory() {
-        assert_eq!(
-            default_path(Some("/x".into()), Some("/home/u".into())).unwrap(),
-            PathBuf::from("/x/nodeos/update-key.pem")
-        );
-        assert_eq!(
-            default_path(Some("".into()), Some("/home/u".into())).unwrap(),
-            PathBuf::from("/home/u/.config/nodeos/update-key.pem")
-        );
-        assert!(default_path(None, None).is_err());
-    }
 }

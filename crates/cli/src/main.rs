@@ -2,13 +2,18 @@
 //!
 //! The binary is thin: it parses arguments, draws output and maps errors to
 //! exit codes ([`exit::Exit`]); the work is done by `nodeos-image` (build,
-//! keys) and `nodeos-vmm` (run).
+//! keys, update bundles) and `nodeos-vmm` (run). `deploy` and `status` talk
+//! to a running appliance's update agent ([`agent_client`]).
 
+mod agent_client;
 mod build;
+mod deploy;
 mod envfile;
 mod exit;
 mod keygen;
 mod run;
+mod status;
+mod system;
 mod ui;
 
 use std::path::PathBuf;
@@ -40,6 +45,11 @@ enum Command {
     Run(run::RunArgs),
     /// Write a new ed25519 key pair for signing updates
     Keygen(keygen::KeygenArgs),
+    /// Build, sign and upload a new version to a running appliance, and wait
+    /// until it is committed or rolled back
+    Deploy(deploy::DeployArgs),
+    /// Show what a running appliance runs and how its last update went
+    Status(status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +69,8 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args, &ui),
         Command::Run(args) => run::run(args, &ui),
         Command::Keygen(args) => keygen::run(args, &ui),
+        Command::Deploy(args) => deploy::run(args, &ui),
+        Command::Status(args) => status::run(args, &ui),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

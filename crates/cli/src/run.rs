@@ -23,6 +23,7 @@ use nodeos_vmm::data::{DataVolume, Opened, SizeRequest, human_size};
 use nodeos_vmm::{Accel, ConsoleSink, Outcome, PortForward, ResolvedAccel, Vm, VmConfig};
 
 use crate::exit::{Exit, fail};
+use crate::system;
 use crate::ui::Ui;
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +93,16 @@ pub struct RunArgs {
     /// else stop].
     #[arg(long, value_name = "stop|start")]
     data_on_check_failure: Option<OnCheckFailure>,
+    /// The A/B system disk the image is installed into and booted from,
+    /// created on first use [default: IMAGE_DIR's name with .system.img,
+    /// beside it, e.g. dist/hello.system.img].
+    #[arg(long, value_name = "PATH")]
+    system: Option<PathBuf>,
+    /// Seconds a new version's trial boot may take to reach a verdict (its
+    /// health check passed or failed) before it is killed and rolled back
+    /// [default: 300].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    trial_boot_timeout: Option<u64>,
 }
 
 pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
@@ -120,91 +131,133 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         run_config.data_check = Some(check);
         Some(volume)
     };
-    let config = |accel: Accel| {
-        let mut config = VmConfig::for_image(&dir, &manifest);
-        config.memory_mb = args.memory;
-        config.cpus = args.cpus;
-        config.accel = accel;
-        config.forwards = args.publish.clone();
-        config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
-        config.console = ConsoleSink::Stdout;
-        config.run_config = run_config.clone();
-        config.data_disk = data.as_ref().map(|v| v.path().to_owned());
-        config
-    };
+    let system_path = args
+        .system
+        .clone()
+        .unwrap_or_else(|| system::default_path(&dir));
+    // Held until the last boot has ended: the lock keeps other runs off it.
+    let system = system::prepare(&system_path, &dir, &manifest, ui)?;
 
     let (tx, signals) = mpsc::channel();
     let hook = SignalThread::start(tx)?;
-    let boot_err = || format!("cannot boot {}", dir.display());
-    let mut vm = Vm::start(config(args.accel)).with_context(boot_err)?;
-    if args.accel == Accel::Auto && vm.accel() == ResolvedAccel::Kvm {
-        // The probe guest ran under KVM; make sure the real one does too.
-        if vm.wait_for_line(console::PREFIX, KVM_FIRST_LINE).is_err() {
-            vm.kill();
-            ui.warn(&format!(
-                "the guest printed nothing within {}s under KVM; falling back to TCG",
-                KVM_FIRST_LINE.as_secs()
-            ));
-            vm = Vm::start(config(Accel::Tcg)).with_context(boot_err)?;
-        }
-    }
-    ui.note(&format!(
-        "booting {} v{} with {} ({} MiB, {} CPU); Ctrl-C stops it",
-        manifest.name,
-        manifest.version,
-        vm.accel(),
-        args.memory,
-        args.cpus
-    ));
-    for fwd in &args.publish {
-        ui.note(&format!(
-            "forwarding {}:{} -> guest port {}",
-            fwd.host_addr, fwd.host_port, fwd.guest_port
-        ));
-    }
-    if !run_config.env.is_empty() {
-        // Names only: values may be secrets.
-        let names: Vec<&str> = run_config.env.keys().map(String::as_str).collect();
-        ui.note(&format!(
-            "app environment: {} (values on a read-only config disk, not shown)",
-            names.join(", ")
-        ));
-    }
-
     let stop_timeout = Duration::from_secs(stop_timeout);
-    let mut stopping: Option<Instant> = None;
-    let outcome = loop {
-        if let Some(outcome) = vm.wait(Duration::from_millis(100))? {
-            break outcome;
+    let mut accel = args.accel;
+    // Every boot: the slot the update state names. The guest reboots
+    // (QEMU exits) after installing an update and to roll one back.
+    let (outcome, stopping, vm) = 'boot: loop {
+        let (boot, meta) = system::next_boot(&system, ui)?;
+        let image = &meta.image;
+        let kernel = system
+            .kernel_file(boot.slot, &meta)
+            .with_context(|| format!("cannot read the kernel of slot {}", boot.slot))?;
+        let config = |accel: Accel| {
+            let mut config = VmConfig::for_slot(kernel.path(), system.path(), &meta, boot.slot);
+            config.memory_mb = args.memory;
+            config.cpus = args.cpus;
+            config.accel = accel;
+            config.forwards = args.publish.clone();
+            config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
+            config.console = ConsoleSink::Stdout;
+            config.run_config = run_config.clone();
+            config.data_disk = data.as_ref().map(|v| v.path().to_owned());
+            config
+        };
+        nodeos_vmm::check_forwards(&args.publish)?;
+        let mut vm = start_vm(config, &mut accel, &dir, ui)?;
+        ui.note(&format!(
+            "booting {} v{} from slot {}{} with {} ({} MiB, {} CPU); Ctrl-C stops it",
+            image.name,
+            image.version,
+            boot.slot,
+            if boot.trial { " (trial)" } else { "" },
+            vm.accel(),
+            args.memory,
+            args.cpus
+        ));
+        for fwd in &args.publish {
+            ui.note(&format!(
+                "forwarding {}:{} -> guest port {}",
+                fwd.host_addr, fwd.host_port, fwd.guest_port
+            ));
         }
-        if signals.try_recv().is_ok() {
-            if stopping.is_some() {
-                vm.kill();
-                return Err(fail(
-                    Exit::Interrupted,
-                    "interrupted again: the VM was killed",
-                ));
+        if !run_config.env.is_empty() {
+            // Names only: values may be secrets.
+            let names: Vec<&str> = run_config.env.keys().map(String::as_str).collect();
+            ui.note(&format!(
+                "app environment: {} (values on a read-only config disk, not shown)",
+                names.join(", ")
+            ));
+        }
+        let trial_secs = args
+            .trial_boot_timeout
+            .unwrap_or(DEFAULT_TRIAL_BOOT_TIMEOUT);
+        let trial_deadline = boot
+            .trial
+            .then(|| Instant::now() + Duration::from_secs(trial_secs));
+        let mut stopping: Option<Instant> = None;
+        let mut verdict_seen = false;
+        let mut last_scan = Instant::now();
+        let outcome = loop {
+            if let Some(outcome) = vm.wait(Duration::from_millis(100))? {
+                break outcome;
             }
-            ui.note("stopping the guest (press Ctrl-C again to kill it)");
-            stopping = Some(Instant::now());
-            if let Err(e) = vm.powerdown() {
-                // The guest may have powered off just now and taken QMP with it.
-                match vm.wait(Duration::from_secs(2))? {
-                    Some(outcome) => break outcome,
-                    None => return Err(e).context("cannot press the guest's power button"),
+            if signals.try_recv().is_ok() {
+                if stopping.is_some() {
+                    vm.kill();
+                    return Err(fail(
+                        Exit::Interrupted,
+                        "interrupted again: the VM was killed",
+                    ));
+                }
+                ui.note("stopping the guest (press Ctrl-C again to kill it)");
+                stopping = Some(Instant::now());
+                if let Err(e) = vm.powerdown() {
+                    // The guest may have powered off just now and taken QMP with it.
+                    match vm.wait(Duration::from_secs(2))? {
+                        Some(outcome) => break outcome,
+                        None => return Err(e).context("cannot press the guest's power button"),
+                    }
                 }
             }
+            if stopping.is_some_and(|since| since.elapsed() > stop_timeout) {
+                vm.kill();
+                return Err(fail(
+                    Exit::Vm,
+                    format!(
+                        "the guest did not shut down within {}s and was killed",
+                        stop_timeout.as_secs()
+                    ),
+                ));
+            }
+            if let Some(deadline) = trial_deadline
+                && !verdict_seen
+                && stopping.is_none()
+                && last_scan.elapsed() >= Duration::from_secs(1)
+            {
+                last_scan = Instant::now();
+                verdict_seen = trial_verdict(&vm.console_log());
+                if !verdict_seen && Instant::now() >= deadline {
+                    vm.kill();
+                    let reason = format!(
+                        "the new version reached no verdict within {trial_secs}s of booting (see --trial-boot-timeout)"
+                    );
+                    ui.warn(&format!("update rolled back: {reason}"));
+                    system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))?;
+                    continue 'boot;
+                }
+            }
+        };
+        if stopping.is_none() && matches!(outcome, Outcome::Rebooted) {
+            continue;
         }
-        if stopping.is_some_and(|since| since.elapsed() > stop_timeout) {
-            vm.kill();
-            return Err(fail(
-                Exit::Vm,
-                format!(
-                    "the guest did not shut down within {}s and was killed",
-                    stop_timeout.as_secs()
-                ),
-            ));
+        if boot.trial && stopping.is_none() && !trial_verdict(&vm.console_log()) {
+            // Panic, power-off or QEMU failure before a verdict: only the host saw it.
+            let reason = format!("the new version did not come up: {}", describe(&outcome));
+            ui.warn(&format!("update rolled back: {reason}"));
+            system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))?;
+            continue;
         }
+        break (outcome, stopping, vm);
     };
     drop(hook);
     if let (Some(volume), Some(reason)) = (&data, data_failure(&vm.console_log())) {
@@ -217,6 +270,73 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         ));
     }
     exit_for(outcome, stopping.is_some())
+}
+
+/// How long a trial boot may take to reach a verdict unless
+/// `--trial-boot-timeout` says: a TCG boot (up to ~20 s for a release
+/// image here) plus the default health timeout (60 s), with room to spare.
+const DEFAULT_TRIAL_BOOT_TIMEOUT: u64 = 300;
+
+/// Starts QEMU. Under `--accel auto` a KVM guest that prints nothing in
+/// time is killed and started again under TCG, and later boots use TCG.
+fn start_vm(
+    config: impl Fn(Accel) -> VmConfig,
+    accel: &mut Accel,
+    dir: &Path,
+    ui: &Ui,
+) -> anyhow::Result<Vm> {
+    let boot_err = || format!("cannot boot {}", dir.display());
+    let vm = Vm::start(config(*accel)).with_context(boot_err)?;
+    if *accel == Accel::Auto && vm.accel() == ResolvedAccel::Kvm {
+        // The probe guest ran under KVM; make sure the real one does too.
+        if vm.wait_for_line(console::PREFIX, KVM_FIRST_LINE).is_err() {
+            let mut vm = vm;
+            vm.kill();
+            ui.warn(&format!(
+                "the guest printed nothing within {}s under KVM; falling back to TCG",
+                KVM_FIRST_LINE.as_secs()
+            ));
+            *accel = Accel::Tcg;
+            return Vm::start(config(Accel::Tcg)).with_context(boot_err);
+        }
+    }
+    Ok(vm)
+}
+
+/// Whether init recorded a trial's verdict (committed or rolled back) on
+/// the console. Only init's records count: the app cannot fake one.
+fn trial_verdict(console_log: &str) -> bool {
+    console_log.lines().any(|line| {
+        console::Record::parse(line).is_some_and(|r| r.source == console::Source::Init) && {
+            let text = console::normalize(line);
+            text.starts_with(console::UPDATE_COMMITTED)
+                || text.starts_with(console::UPDATE_ROLLED_BACK)
+        }
+    })
+}
+
+/// The console's last lines, kept for `nodeos status` when the host rolls
+/// a trial back.
+fn console_tail(vm: &Vm) -> String {
+    let log = vm.console_log();
+    nodeos_manifest::slots::last_lines(&log, 200).to_owned()
+}
+
+/// How a boot ended, in a few words.
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::AppExited(exit) => format!("the app exited with {exit} and the guest powered off"),
+        Outcome::PoweredOff => "the guest powered off".to_owned(),
+        Outcome::Rebooted => "the guest rebooted".to_owned(),
+        Outcome::KernelPanic { line } => format!("the kernel panicked ({line})"),
+        Outcome::HardStopped => "the VM was hard-stopped".to_owned(),
+        Outcome::QemuFailed {
+            status,
+            stderr_tail,
+        } => {
+            format!("QEMU failed ({status}): {stderr_tail}")
+        }
+    }
 }
 
 /// Creates, grows and checks the data volume for this boot (see
@@ -426,6 +546,8 @@ fn exit_for(outcome: Outcome, stop_requested: bool) -> anyhow::Result<Exit> {
             Err(fail(Exit::AppFailed, format!("the app exited with {exit}")))
         }
         Outcome::PoweredOff => Ok(Exit::Success),
+        // the boot loop handles reboots (issue #6)
+        Outcome::Rebooted => Ok(Exit::Success),
         Outcome::KernelPanic { .. } => Err(fail(
             Exit::Vm,
             "the guest kernel panicked (see the console above)",

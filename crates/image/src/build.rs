@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use nodeos_manifest::update::PublicKey;
 use nodeos_manifest::{
     APP_DIR, APP_LAYER_TREE, AppConfig, Artifact, KernelInfo, LayersInfo, MANIFEST_FILE,
     MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile,
@@ -43,6 +44,10 @@ pub struct BuildOptions {
     /// always dated 0.) Builds of the same inputs with the same timestamp
     /// are byte-identical.
     pub source_date_epoch: Option<u64>,
+    /// The key updates must be signed with (`nodeos build --key`); it
+    /// replaces package.json's `nodeos.update.publicKey` in the image's
+    /// app.json and manifest. `None` keeps package.json's, if any.
+    pub update_key: Option<PublicKey>,
 }
 
 /// A finished image directory.
@@ -87,7 +92,7 @@ pub enum BuildError {
 /// dependencies, a `--kernel` path) come before anything slow (downloads,
 /// the kernel build, packing).
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
-    let project = Project::load(&options.project_dir)?;
+    let project = with_update_key(Project::load(&options.project_dir)?, options.update_key);
     reporter.status(
         "Building",
         &format!(
@@ -160,6 +165,16 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
     let built = result?;
     reporter.status("Finished", &built.dir.display().to_string());
     Ok(built)
+}
+
+/// `project` with its update key replaced by `key`, if one is given: the
+/// key then goes into app.json (what the agent trusts) and the manifest
+/// (what `nodeos deploy` checks) alike.
+fn with_update_key(mut project: Project, key: Option<PublicKey>) -> Project {
+    if let Some(key) = key {
+        project.settings.update.public_key = Some(key);
+    }
+    project
 }
 
 /// Writes `<out_dir>/<name>.nodeos/` through a temporary directory beside
@@ -301,6 +316,7 @@ fn write_image(
             app: "app".to_owned(),
         },
         data: plan.project.settings.data,
+        update_key: plan.project.settings.update.public_key,
         artifacts,
         builder: format!("nodeos {}", env!("CARGO_PKG_VERSION")),
     };
@@ -546,6 +562,44 @@ mod tests {
             fs::read(root.path().join("app/package.json")).unwrap(),
             fs::read(dir.path().join("package.json")).unwrap()
         );
+    }
+
+    #[test]
+    fn an_update_key_option_replaces_the_package_json_key() {
+        let from_json = format!("ed25519:{}", "11".repeat(32));
+        let (_dir, project) = project(&format!(
+            r#"{{"name":"hello","version":"1.0.0","nodeos":{{"update":{{"publicKey":"{from_json}","port":7071}}}}}}"#
+        ));
+        assert_eq!(
+            app_config(&project)
+                .settings
+                .update
+                .public_key
+                .unwrap()
+                .to_string(),
+            from_json
+        );
+        let key = PublicKey([0x22; 32]);
+        let project = with_update_key(project, Some(key));
+        let config = app_config(&project);
+        assert_eq!(config.settings.update.public_key, Some(key));
+        assert_eq!(config.settings.update.port, 7071, "only the key changes");
+        let project = with_update_key(project, None);
+        assert_eq!(project.settings.update.public_key, Some(key));
+    }
+
+    #[test]
+    fn a_bad_update_key_in_package_json_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("package.json"),
+            r#"{"name":"hello","version":"1.0.0","nodeos":{"update":{"publicKey":"ed25519:beef"}}}"#,
+        )
+        .unwrap();
+        fs::write(dir.path().join("index.js"), "").unwrap();
+        let err = Project::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("nodeos.update.publicKey"), "{err}");
+        assert!(err.contains("64 hex digits"), "{err}");
     }
 
     #[test]

@@ -154,6 +154,8 @@ fn all_keys_sample() -> Value {
         .network
         .hosts
         .insert("host".to_owned(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    sample.update.public_key = Some(nodeos_manifest::update::PublicKey([0; 32]));
+    sample.update.health.path = Some("/".to_owned());
     serde_json::to_value(&sample).expect("settings serialise")
 }
 
@@ -478,7 +480,20 @@ mod tests {
         };
         assert_eq!(
             keys(&sample),
-            ["data", "grace", "logFormat", "network", "port", "restart"]
+            [
+                "data",
+                "grace",
+                "logFormat",
+                "network",
+                "port",
+                "restart",
+                "update"
+            ]
+        );
+        assert_eq!(keys(&sample["update"]), ["health", "port", "publicKey"]);
+        assert_eq!(
+            keys(&sample["update"]["health"]),
+            ["path", "timeout", "uptime"]
         );
         assert_eq!(keys(&sample["data"]), ["onCheckFailure", "size"]);
         assert_eq!(

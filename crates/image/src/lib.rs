@@ -7,9 +7,13 @@
 //! the kernel, list the files) followed by a write into a temporary
 //! directory that is renamed into place only when everything succeeded.
 //!
+//! [`bundle`] and [`keys`] make and sign the update bundles `nodeos
+//! deploy` sends to a running appliance.
+//!
 //! The library never prints: progress goes through a [`Reporter`].
 
 mod build;
+pub mod bundle;
 pub mod cache;
 pub mod config;
 pub mod deps;

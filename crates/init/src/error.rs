@@ -17,6 +17,12 @@ pub enum Error {
         "no app layer: none of the virtio disks {disks} holds an EROFS or squashfs filesystem besides the root {root} (boot the image with `nodeos run`, which attaches app.img as the second disk)"
     )]
     AppLayerMissing { root: String, disks: String },
+    #[error("slot {slot}: cannot find the system disk's partitions")]
+    Partitions {
+        slot: nodeos_manifest::slots::Slot,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot mount the app layer {dev} ({fstype}) on {target}")]
     AppLayer {
         dev: String,

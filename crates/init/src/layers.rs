@@ -18,9 +18,20 @@ use crate::system::System;
 const DEFAULT_ROOT: &str = "/dev/vda";
 
 /// Mounts the app layer and binds the app onto `/app`; returns its disk.
-pub fn mount_app(sys: &mut impl System) -> Result<Disk, Error> {
+/// `partition` is the booted slot's app partition on the system disk; without
+/// one, the app layer is the first layer disk that is not the root.
+pub fn mount_app(sys: &mut impl System, partition: Option<&Path>) -> Result<Disk, Error> {
     let root = root_device(sys);
-    let all = disks::scan(sys);
+    let all = match partition {
+        Some(dev) => {
+            let head = sys.read(dev, 4096).unwrap_or_default();
+            vec![Disk {
+                dev: dev.to_owned(),
+                content: disks::classify(&head),
+            }]
+        }
+        None => disks::scan(sys),
+    };
     let Some(disk) = find_app_layer(&all, &root) else {
         let names: Vec<String> = all.iter().map(|d| d.dev.display().to_string()).collect();
         return Err(Error::AppLayerMissing {
@@ -105,7 +116,7 @@ mod tests {
             ),
             ("vdd", Content::RunConfig),
         ]);
-        let disk = mount_app(&mut sys).unwrap();
+        let disk = mount_app(&mut sys, None).unwrap();
         assert_eq!(disk.dev, Path::new("/dev/vdb"));
         let mounts: Vec<&String> = sys
             .calls
@@ -122,16 +133,41 @@ mod tests {
     }
 
     #[test]
+    fn with_a_slot_the_app_partition_is_mounted_without_a_scan() {
+        let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::Erofs)])
+            .with_file(
+                "/proc/cmdline",
+                "root=PARTLABEL=nodeos-runtime-b nodeos.slot=b",
+            )
+            .with_file("/dev/vda7", head(&Content::Erofs));
+        let disk = mount_app(&mut sys, Some(Path::new("/dev/vda7"))).unwrap();
+        assert_eq!(disk.dev, Path::new("/dev/vda7"));
+        assert!(
+            sys.calls
+                .iter()
+                .any(|c| c.starts_with("mount erofs /dev/vda7 /layers/app")),
+            "{:?}",
+            sys.calls
+        );
+        let mut empty = machine(&[]).with_file("/dev/vda7", vec![0u8; 4096]);
+        let err = mount_app(&mut empty, Some(Path::new("/dev/vda7"))).unwrap_err();
+        assert!(err.to_string().contains("/dev/vda7"), "{err}");
+    }
+
+    #[test]
     fn the_root_device_comes_from_the_command_line() {
         let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::Erofs)])
             .with_file("/proc/cmdline", "root=/dev/vdb rootfstype=erofs");
-        assert_eq!(mount_app(&mut sys).unwrap().dev, Path::new("/dev/vda"));
+        assert_eq!(
+            mount_app(&mut sys, None).unwrap().dev,
+            Path::new("/dev/vda")
+        );
     }
 
     #[test]
     fn no_app_layer_names_the_disks_it_saw() {
         let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::RunConfig)]);
-        let err = mount_app(&mut sys).unwrap_err();
+        let err = mount_app(&mut sys, None).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("no app layer: none of the virtio disks /dev/vda, /dev/vdb holds"),
@@ -143,7 +179,7 @@ mod tests {
     fn a_failed_mount_names_the_disk_and_target() {
         let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::Erofs)]);
         sys.fail.push("/app".into());
-        let err = mount_app(&mut sys).unwrap_err();
+        let err = mount_app(&mut sys, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "cannot mount the app layer /dev/vdb (erofs) on /app"

@@ -25,6 +25,7 @@ pub mod dhcp;
 pub mod disks;
 pub mod entropy;
 pub mod error;
+pub mod health;
 pub mod input;
 pub mod layers;
 pub mod log;
@@ -37,10 +38,15 @@ pub mod start;
 pub mod supervise;
 pub mod sys;
 pub mod system;
+pub mod trial;
 pub mod update;
 
 pub use error::Error;
 pub use shutdown::shutdown;
+
+use std::path::Path;
+
+use nodeos_manifest::slots::{Part, Slot};
 
 /// Boots the guest and runs the app until supervision is over. The phases,
 /// in order:
@@ -52,8 +58,11 @@ pub use shutdown::shutdown;
 /// 3. **signals** ([`supervise::listen`]): Ctrl-Alt-Del → SIGINT; SIGTERM,
 ///    SIGINT, SIGCHLD and the power button feed one channel (early, so a
 ///    request during boot is not lost).
-/// 4. **layers** ([`layers::mount_app`]): the app layer (the second
-///    read-only disk) on `/layers/app`, its `app/` bound onto `/app`.
+/// 4. **slots** ([`trial::booted_slot`]): the slot of the A/B system disk
+///    `nodeos run` booted (`nodeos.slot=`), if any.
+///    **layers** ([`layers::mount_app`]): the app layer (that slot's app
+///    partition, else the second read-only disk) on `/layers/app`, its
+///    `app/` bound onto `/app`.
 ///    **config & secrets** ([`load_config`]): the app layer's `app.json`
 ///    and the run config from the config disk; before the network, because
 ///    the network settings are part of it.
@@ -66,27 +75,88 @@ pub use shutdown::shutdown;
 ///    unless `data.onCheckFailure` is `start`.
 /// 7. **privileges** ([`privileges::prepare`]): the app's user; its port
 ///    made bindable.
+///    **agent** ([`start_updates`]): with an update key, the update agent
+///    ([`update`]) and, on a new version's trial, its verdict ([`trial`]).
 /// 8. **start** ([`start::spawn`]) and 9. **supervise**
 ///    ([`supervise::supervise`]): node with the app, restarted by the
-///    restart policy, stopped on request with a grace period.
+///    restart policy, stopped on request with a grace period; on a trial,
+///    the health check ([`health`]) or any exit of the app decides.
 ///
 /// The caller then runs phase 10, **shutdown** ([`shutdown()`]), on every
-/// path.
-pub fn run() -> Result<(), Error> {
+/// path, ending as the returned [`supervise::End`] says.
+pub fn run() -> Result<supervise::End, Error> {
     let sys = &mut system::Linux;
     mounts::mount_all(sys)?;
     console::setup()?;
     lock_memory();
     let events = supervise::listen()?;
-    layers::mount_app(sys)?;
+    let slot = booted_slot(sys);
+    let app_partition = match slot {
+        Some(slot) => Some(
+            update::Partitions::find(Path::new("/sys"), Path::new("/dev"))
+                .map_err(|source| Error::Partitions { slot, source })?
+                .part(Part::App, slot)
+                .to_owned(),
+        ),
+        None => None,
+    };
+    layers::mount_app(sys, app_partition.as_deref())?;
     let boot = load_config(sys)?;
     let app = boot.app;
     entropy::ready(sys);
     net::setup(sys, &app.settings.network, &app.name)?;
     data::setup(sys, &app.settings.data, boot.data_check.as_ref())?;
     let creds = privileges::prepare(sys, &app)?;
-    supervise::supervise(&app, creds, &events);
-    Ok(())
+    let updates = slot.and_then(|slot| start_updates(slot, &app, &events));
+    Ok(supervise::supervise(&app, creds, &events, updates.as_ref()))
+}
+
+/// The slot `nodeos run` booted (`nodeos.slot=`), if it booted one.
+fn booted_slot(sys: &mut impl system::System) -> Option<Slot> {
+    let cmdline = sys.read(Path::new("/proc/cmdline"), 4096).ok()?;
+    let slot = trial::booted_slot(&String::from_utf8_lossy(&cmdline))?;
+    say!("booting slot {slot} of the system disk");
+    Some(slot)
+}
+
+/// Phase 8b, agent: with an update key, the update agent listens on its
+/// port and this boot's trial (if it is one) is decided by the health
+/// check. Updates are optional: a problem here is logged and the app runs.
+fn start_updates(
+    slot: Slot,
+    app: &nodeos_manifest::AppConfig,
+    events: &supervise::Events,
+) -> Option<trial::Updates> {
+    let settings = &app.settings.update;
+    let Some(key) = settings.public_key else {
+        say!("updates disabled: the image has no update.publicKey");
+        return None;
+    };
+    let shared = match update::open(slot, key, Path::new("/sys"), Path::new("/dev")) {
+        Ok(shared) => std::sync::Arc::new(shared),
+        Err(e) => {
+            say!("warning: updates disabled: {}", error_chain(&e));
+            return None;
+        }
+    };
+    let updates = trial::Updates::new(shared, settings.health.clone());
+    let tx = events.sender();
+    let ready = Box::new(move || {
+        let _ = tx.send(supervise::Event::UpdateReady);
+    });
+    match update::start_agent(
+        std::sync::Arc::clone(updates.shared()),
+        settings.port,
+        ready,
+    ) {
+        Ok(()) => say!(
+            "update agent on port {} (key {})",
+            settings.port,
+            key.key_id()
+        ),
+        Err(e) => say!("warning: cannot start the update agent: {e}"),
+    }
+    Some(updates)
 }
 
 /// Keeps init's own pages in memory (as they are touched), so that when

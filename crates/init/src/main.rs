@@ -9,6 +9,7 @@ use std::io::Write;
 use std::panic;
 
 use nodeos_init::say;
+use nodeos_init::supervise::End;
 
 fn main() {
     if rustix::process::getpid() != rustix::process::Pid::INIT {
@@ -20,13 +21,17 @@ fn main() {
         std::process::exit(2);
     }
     panic::set_hook(Box::new(|info| say!("bug: {info}")));
-    match panic::catch_unwind(nodeos_init::run) {
-        Ok(Ok(())) => {}
+    let end = match panic::catch_unwind(nodeos_init::run) {
+        Ok(Ok(end)) => end,
         Ok(Err(err)) => {
             nodeos_init::console::best_effort();
             say!("error: {}", nodeos_init::error_chain(&err));
+            End::PowerOff
         }
-        Err(_) => say!("error: init panicked (a bug); powering off"),
-    }
-    nodeos_init::shutdown()
+        Err(_) => {
+            say!("error: init panicked (a bug); powering off");
+            End::PowerOff
+        }
+    };
+    nodeos_init::shutdown(end)
 }

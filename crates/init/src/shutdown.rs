@@ -1,5 +1,5 @@
 //! Phase 10, shutdown: stop every remaining process, sync, unmount (`/data`
-//! first), power off.
+//! first), power off (or reboot after an update or a rollback).
 //! Reached from every path (app exit, shutdown request, error, panic);
 //! PID 1 never returns from it.
 
@@ -7,14 +7,18 @@ use std::time::{Duration, Instant};
 
 use nodeos_manifest::console;
 use rustix::process::{Signal, WaitOptions};
+use rustix::system::RebootCommand;
+
+use crate::supervise::End;
 
 use crate::{data, log, mounts, say, sys, system};
 
 /// How long processes left after the app have between SIGTERM and SIGKILL.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
-/// SIGTERM (then SIGKILL) to everything, `sync`, power off.
-pub fn shutdown() -> ! {
+/// SIGTERM (then SIGKILL) to everything, `sync`, power off (or reboot,
+/// into the slot the update state names).
+pub fn shutdown(end: End) -> ! {
     if let Err(e) = sys::kill_all(Signal::TERM) {
         say!("warning: cannot signal remaining processes: {e}");
     }
@@ -29,9 +33,13 @@ pub fn shutdown() -> ! {
     rustix::fs::sync();
     data::unmount(&mut system::Linux);
     mounts::unmount_all(&mut system::Linux);
-    log::marker(console::POWER_OFF);
-    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
-        say!("error: power off failed: {e}; halting here");
+    let (marker, command, what) = match end {
+        End::PowerOff => (console::POWER_OFF, RebootCommand::PowerOff, "power off"),
+        End::Reboot => (console::REBOOT, RebootCommand::Restart, "reboot"),
+    };
+    log::marker(marker);
+    if let Err(e) = rustix::system::reboot(command) {
+        say!("error: {what} failed: {e}; halting here");
     }
     loop {
         std::thread::sleep(Duration::from_secs(3600));

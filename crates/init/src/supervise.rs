@@ -21,7 +21,7 @@ use crate::sys::Credentials;
 use crate::{input, log, say, start};
 
 /// What wakes the main loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// SIGTERM, SIGINT (Ctrl-Alt-Del) or SIGCHLD arrived at PID 1.
     Signal(i32),
@@ -29,13 +29,25 @@ pub enum Event {
     PowerButton,
     /// Memory stayed low ([`crate::memory`]).
     MemoryLow(crate::memory::MemInfo),
+    /// The update agent wrote a new version into the other slot: stop the
+    /// app and reboot into it.
+    UpdateReady,
+    /// The health check's verdict ([`crate::health`]): how it passed, or why not.
+    Health(Result<String, String>),
 }
 
 /// The channel the main loop waits on. Holding a sender keeps `recv` from
 /// ever failing with "disconnected".
 pub struct Events {
     rx: Receiver<Event>,
-    _tx: Sender<Event>,
+    tx: Sender<Event>,
+}
+
+impl Events {
+    /// Another sender, for a thread that wakes the main loop.
+    pub fn sender(&self) -> Sender<Event> {
+        self.tx.clone()
+    }
 }
 
 /// Starts listening: Ctrl-Alt-Del becomes SIGINT, a thread turns SIGTERM,
@@ -62,7 +74,7 @@ pub fn listen() -> Result<Events, Error> {
         .map_err(Error::Signals)?;
     input::watch_power_button(&tx);
     crate::memory::watch(tx.clone());
-    Ok(Events { rx, _tx: tx })
+    Ok(Events { rx, tx })
 }
 
 /// Delay before the first restart; doubled after each quick exit (as
@@ -87,6 +99,17 @@ pub enum Reason {
     PowerButton,
 }
 
+/// How the VM ends once supervision is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The usual end: the app is done or a shutdown was asked for.
+    PowerOff,
+    /// Into another slot: an update was installed, or a trial failed. Under
+    /// `nodeos run` QEMU exits and the host boots the slot the update state
+    /// names.
+    Reboot,
+}
+
 /// What the main loop must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -99,8 +122,15 @@ pub enum Action {
     TermApp(i32),
     /// SIGKILL to the app and its process group.
     KillApp(i32),
-    /// Supervision is over: go to the shutdown phase.
-    PowerOff,
+    /// The new version passed its trial (how, for the log): record it as
+    /// committed in the update state.
+    Commit(String),
+    /// The new version failed its trial (why): record it as rolled back
+    /// with the log tail; the VM then reboots into the old slot.
+    Rollback(String),
+    /// Supervision is over: go to the shutdown phase, which ends as
+    /// [`Supervisor::end`] says.
+    Finish,
 }
 
 /// The app's state, as the logs and (later) the status API name it.
@@ -154,6 +184,10 @@ pub struct Supervisor {
     last_exit: Option<ExitRecord>,
     /// Init killed the running app for lack of memory.
     killed_for_memory: bool,
+    /// This boot is a new version's trial and the verdict is still open.
+    trial_open: bool,
+    /// Supervision ends in a reboot rather than a power-off.
+    reboot: bool,
 }
 
 impl Supervisor {
@@ -168,6 +202,39 @@ impl Supervisor {
             crash_loop: false,
             last_exit: None,
             killed_for_memory: false,
+            trial_open: false,
+            reboot: false,
+        }
+    }
+
+    /// This boot is a trial: the health check's verdict, or any exit of
+    /// the app before it, decides whether the new version is committed.
+    pub fn start_trial(&mut self) {
+        self.trial_open = true;
+    }
+
+    /// Whether a trial verdict is still awaited.
+    pub fn trial_open(&self) -> bool {
+        self.trial_open
+    }
+
+    /// How the VM ends once supervision is over.
+    pub fn end(&self) -> End {
+        if self.reboot {
+            End::Reboot
+        } else {
+            End::PowerOff
+        }
+    }
+
+    /// The app's state as the status API names it.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Starting => "starting",
+            State::Running { .. } => "running",
+            State::Backoff { .. } => "restarting",
+            State::Stopping { .. } | State::Killed { .. } => "stopping",
+            State::Done => "exited",
         }
     }
 
@@ -209,14 +276,25 @@ impl Supervisor {
             exit,
             oom: false,
         });
-        vec![
+        let mut actions = vec![
             Action::Print(format!(
                 "{}app state failed: it could not be started",
                 console::PREFIX
             )),
             Action::Print(console::app_exited_line(exit)),
-            Action::PowerOff,
-        ]
+        ];
+        if self.trial_open {
+            self.fail_trial("the app could not be started".into(), &mut actions);
+        }
+        actions.push(Action::Finish);
+        actions
+    }
+
+    /// The trial failed: roll back, then reboot.
+    fn fail_trial(&mut self, reason: String, actions: &mut Vec<Action>) {
+        self.trial_open = false;
+        self.reboot = true;
+        actions.push(Action::Rollback(reason));
     }
 
     /// A child was reaped with raw wait status `status`; `oom` says the
@@ -252,9 +330,20 @@ impl Supervisor {
         let mut actions = vec![Action::Print(line)];
         let Some(since) = since else {
             self.state = State::Done; // it was being stopped
-            actions.push(Action::PowerOff);
+            actions.push(Action::Finish);
             return actions;
         };
+        if self.trial_open {
+            // A new version must not crash, whatever the restart policy.
+            self.state = State::Done;
+            let mut reason = format!("the app exited during its trial ({exit})");
+            if oom {
+                reason.push_str(", out of memory");
+            }
+            self.fail_trial(reason, &mut actions);
+            actions.push(Action::Finish);
+            return actions;
+        }
         let restart = match self.policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !exit.success(),
@@ -267,7 +356,7 @@ impl Supervisor {
                 console::PREFIX,
                 self.policy.as_str()
             )));
-            actions.push(Action::PowerOff);
+            actions.push(Action::Finish);
             return actions;
         }
         if now.saturating_duration_since(since) >= HEALTHY_AFTER {
@@ -341,6 +430,46 @@ impl Supervisor {
             Reason::CtrlAltDel => "Ctrl-Alt-Del",
             Reason::PowerButton => "power button",
         };
+        if self.state == State::Done
+            || matches!(self.state, State::Stopping { .. } | State::Killed { .. })
+        {
+            return Vec::new(); // already stopping: the grace deadline stands
+        }
+        let mut actions = vec![Action::Print(console::SHUTDOWN_REQUESTED.to_string())];
+        actions.extend(self.stop(why, now));
+        actions
+    }
+
+    /// The update agent installed a new version: stop the app, then reboot
+    /// into it.
+    pub fn update_ready(&mut self, now: Instant) -> Vec<Action> {
+        self.reboot = true;
+        self.stop("update installed, rebooting into it", now)
+    }
+
+    /// The health check's verdict. It only counts while a trial is open:
+    /// a pass commits the new version, a failure rolls it back and reboots.
+    pub fn health(&mut self, verdict: Result<String, String>, now: Instant) -> Vec<Action> {
+        if !self.trial_open {
+            return Vec::new();
+        }
+        match verdict {
+            Ok(detail) => {
+                self.trial_open = false;
+                vec![Action::Commit(detail)]
+            }
+            Err(reason) => {
+                let mut actions = Vec::new();
+                self.fail_trial(reason, &mut actions);
+                actions.extend(self.stop("rolling back", now));
+                actions
+            }
+        }
+    }
+
+    /// Stops the app (SIGTERM, SIGKILL after the grace period) so that
+    /// supervision ends; `why` is logged.
+    fn stop(&mut self, why: &str, now: Instant) -> Vec<Action> {
         match self.state {
             State::Running { pid, .. } => {
                 self.state = State::Stopping {
@@ -348,7 +477,6 @@ impl Supervisor {
                     deadline: now + self.grace,
                 };
                 vec![
-                    Action::Print(console::SHUTDOWN_REQUESTED.to_string()),
                     Action::Print(format!(
                         "{}{why}: sending SIGTERM to the app, SIGKILL in {}s",
                         console::PREFIX,
@@ -360,12 +488,11 @@ impl Supervisor {
             State::Starting | State::Backoff { .. } => {
                 self.state = State::Done;
                 vec![
-                    Action::Print(console::SHUTDOWN_REQUESTED.to_string()),
                     Action::Print(format!(
                         "{}{why}: the app is not running (waiting to restart)",
                         console::PREFIX
                     )),
-                    Action::PowerOff,
+                    Action::Finish,
                 ]
             }
             // Already stopping: the grace deadline stands.
@@ -441,9 +568,22 @@ struct Running {
 
 /// Starts and supervises the app until supervision is over (the policy
 /// says not to restart, or a shutdown was requested and the app is gone).
-pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
+///
+/// With `trial`, this boot runs a new version on trial: the health check
+/// starts with the app, and the verdict is committed or rolled back
+/// through it. Returns how the VM ends.
+pub fn supervise(
+    app: &AppConfig,
+    creds: Credentials,
+    events: &Events,
+    updates: Option<&crate::trial::Updates>,
+) -> End {
     let grace = Duration::from_secs(u64::from(app.settings.grace));
     let mut sup = Supervisor::new(app.settings.restart, grace);
+    if updates.is_some_and(|u| u.is_trial()) {
+        sup.start_trial();
+    }
+    let mut health_started = false;
     let mut running: Option<Running> = None;
     let mut queue: VecDeque<Action> = sup.begin().into();
     loop {
@@ -459,6 +599,12 @@ pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
                                 drain,
                                 oom_kills_before,
                             });
+                            if let Some(updates) = updates
+                                && !health_started
+                            {
+                                health_started = true;
+                                updates.start_health(app.settings.port, events.sender());
+                            }
                             sup.started(pid.as_raw_nonzero().get(), Instant::now())
                         }
                         Err(err) => {
@@ -480,8 +626,21 @@ pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
                         let _ = rustix::process::kill_process(pid, Signal::KILL);
                     }
                 }
-                Action::PowerOff => return,
+                Action::Commit(detail) => {
+                    if let Some(updates) = updates {
+                        updates.commit(&detail);
+                    }
+                }
+                Action::Rollback(reason) => {
+                    if let Some(updates) = updates {
+                        updates.rollback(&reason);
+                    }
+                }
+                Action::Finish => return sup.end(),
             }
+        }
+        if let Some(updates) = updates {
+            updates.set_app(app_status(&sup));
         }
         // Reap everything that has exited: the app and any orphan.
         while let Some((pid, status)) = reap_one() {
@@ -513,8 +672,26 @@ pub fn supervise(app: &AppConfig, creds: Credentials, events: &Events) {
             Ok(Event::Signal(_)) => sup.shutdown_requested(Reason::Sigterm, now),
             Ok(Event::PowerButton) => sup.shutdown_requested(Reason::PowerButton, now),
             Ok(Event::MemoryLow(info)) => sup.memory_low(info),
+            Ok(Event::UpdateReady) => sup.update_ready(now),
+            Ok(Event::Health(verdict)) => sup.health(verdict, now),
             Err(_) => sup.tick(now),
         });
+    }
+}
+
+/// The app's status as `nodeos status` shows it.
+fn app_status(sup: &Supervisor) -> nodeos_manifest::update::AppStatus {
+    nodeos_manifest::update::AppStatus {
+        state: sup.state_name().to_owned(),
+        generation: sup.generation(),
+        restarts: sup.generation().saturating_sub(1),
+        last_exit: sup.last_exit().map(|r| {
+            if r.oom {
+                format!("{} (out of memory)", r.exit)
+            } else {
+                r.exit.to_string()
+            }
+        }),
     }
 }
 
@@ -704,7 +881,7 @@ mod tests {
         s.tick(t0 + secs(1));
         s.started(APP, t0 + secs(1));
         let actions = s.child_exited(APP, raw_exit(0), false, t0 + secs(2));
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
         assert!(lines(&actions)[1].contains("restart policy on-failure: not restarting"));
         assert_eq!(s.deadline(), None);
     }
@@ -715,7 +892,7 @@ mod tests {
         let mut s = running(RestartPolicy::Never, t0);
         let actions = s.child_exited(APP, raw_exit(1), false, t0);
         assert_eq!(lines(&actions)[0], "nodeos-init: app exited code=1");
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
     }
 
     #[test]
@@ -799,7 +976,7 @@ mod tests {
             ["nodeos-init: app exited signal=9"],
             "init's own SIGKILL is not an OOM kill"
         );
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
     }
 
     #[test]
@@ -808,7 +985,7 @@ mod tests {
         let mut s = running(RestartPolicy::Always, t0);
         s.shutdown_requested(Reason::Sigterm, t0);
         let actions = s.child_exited(APP, raw_exit(0), false, t0 + secs(1));
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
         assert!(s.tick(t0 + secs(11)).is_empty());
         assert!(s.shutdown_requested(Reason::PowerButton, t0).is_empty());
     }
@@ -820,7 +997,7 @@ mod tests {
         s.child_exited(APP, raw_exit(1), false, t0);
         let actions = s.shutdown_requested(Reason::CtrlAltDel, t0);
         assert_eq!(lines(&actions)[0], console::SHUTDOWN_REQUESTED);
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
         assert!(s.tick(t0 + secs(5)).is_empty(), "no restart after that");
     }
 
@@ -836,7 +1013,7 @@ mod tests {
                 "nodeos-init: app exited code=127"
             ]
         );
-        assert_eq!(actions.last(), Some(&Action::PowerOff));
+        assert_eq!(actions.last(), Some(&Action::Finish));
     }
 
     #[test]
@@ -879,5 +1056,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A supervisor on trial whose app (generation 1) runs since `t0`.
+    fn on_trial(policy: RestartPolicy, t0: Instant) -> Supervisor {
+        let mut s = Supervisor::new(policy, secs(10));
+        s.start_trial();
+        assert_eq!(s.begin(), [Action::Start]);
+        s.started(APP, t0);
+        s
+    }
+
+    #[test]
+    fn a_passed_health_check_commits_and_the_app_keeps_running() {
+        let t0 = Instant::now();
+        let mut s = on_trial(RestartPolicy::Always, t0);
+        assert!(s.trial_open());
+        let actions = s.health(Ok("GET / 200 after 1.0s".into()), t0 + secs(1));
+        assert_eq!(actions, [Action::Commit("GET / 200 after 1.0s".into())]);
+        assert!(!s.trial_open());
+        assert_eq!(s.state_name(), "running");
+        assert!(
+            s.health(Err("late".into()), t0 + secs(2)).is_empty(),
+            "a verdict counts once"
+        );
+        // After the commit the restart policy applies again.
+        let actions = s.child_exited(APP, raw_exit(1), false, t0 + secs(3));
+        assert!(lines(&actions)[1].contains("restarting"), "{actions:?}");
+        assert_eq!(s.end(), End::PowerOff);
+    }
+
+    #[test]
+    fn any_exit_during_the_trial_rolls_back_whatever_the_policy() {
+        let t0 = Instant::now();
+        let mut s = on_trial(RestartPolicy::Always, t0);
+        let actions = s.child_exited(APP, raw_exit(1), false, t0 + secs(1));
+        assert_eq!(
+            actions,
+            [
+                Action::Print("nodeos-init: app exited code=1".into()),
+                Action::Rollback("the app exited during its trial (exit code 1)".into()),
+                Action::Finish,
+            ]
+        );
+        assert_eq!(s.end(), End::Reboot);
+        let mut s = on_trial(RestartPolicy::Never, t0);
+        let actions = s.child_exited(APP, 9, true, t0 + secs(1));
+        assert!(
+            actions.contains(&Action::Rollback(
+                "the app exited during its trial (signal 9), out of memory".into()
+            )),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_health_check_rolls_back_then_stops_the_app_and_reboots() {
+        let t0 = Instant::now();
+        let mut s = on_trial(RestartPolicy::Always, t0);
+        let actions = s.health(Err("no 2xx within 60s".into()), t0 + secs(60));
+        assert_eq!(actions[0], Action::Rollback("no 2xx within 60s".into()));
+        assert_eq!(actions.last(), Some(&Action::TermApp(APP)));
+        assert_eq!(s.state_name(), "stopping");
+        let actions = s.child_exited(APP, 15, false, t0 + secs(61));
+        assert_eq!(actions.last(), Some(&Action::Finish));
+        assert_eq!(s.end(), End::Reboot);
+    }
+
+    #[test]
+    fn an_installed_update_stops_the_app_and_reboots() {
+        let t0 = Instant::now();
+        let mut s = running(RestartPolicy::Always, t0);
+        assert!(
+            s.health(Err("ignored".into()), t0).is_empty(),
+            "no trial, no verdict"
+        );
+        let actions = s.update_ready(t0 + secs(1));
+        assert_eq!(
+            lines(&actions),
+            [
+                "nodeos-init: update installed, rebooting into it: sending SIGTERM to the app, SIGKILL in 10s"
+            ]
+        );
+        assert_eq!(actions.last(), Some(&Action::TermApp(APP)));
+        assert_eq!(
+            s.child_exited(APP, 15, false, t0 + secs(2)).last(),
+            Some(&Action::Finish)
+        );
+        assert_eq!(s.end(), End::Reboot);
+    }
+
+    #[test]
+    fn a_start_failure_on_trial_rolls_back() {
+        let mut s = Supervisor::new(RestartPolicy::Always, secs(10));
+        s.start_trial();
+        s.begin();
+        let actions = s.start_failed();
+        assert!(actions.contains(&Action::Rollback("the app could not be started".into())));
+        assert_eq!(s.end(), End::Reboot);
     }
 }

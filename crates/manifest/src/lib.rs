@@ -97,6 +97,11 @@ pub struct Manifest {
     /// which `nodeos run` needs on the host to create the volume.
     #[serde(default)]
     pub data: settings::DataSettings,
+    /// The key updates of this image must be signed with (package.json
+    /// `nodeos.update.publicKey`, or `nodeos build --key`), also baked into
+    /// its app.json; `nodeos deploy` checks its key against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_key: Option<update::PublicKey>,
     /// Every file of the image directory except the manifest itself.
     pub artifacts: BTreeMap<String, Artifact>,
     /// `nodeos <version>` that wrote this manifest.
@@ -299,6 +304,7 @@ mod tests {
                 app: "app".into(),
             },
             data: settings::DataSettings::default(),
+            update_key: None,
             artifacts,
             builder: "nodeos 0.1.0".into(),
         }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use nodeos_manifest::slots::{self, Part, Slot, SlotMeta};
 use nodeos_manifest::{Manifest, RunConfig};
 
 use crate::Error;
@@ -221,10 +222,16 @@ pub enum ConsoleSink {
 pub struct VmConfig {
     /// The kernel (`bzImage`), loaded directly with `-kernel`.
     pub kernel: PathBuf,
-    /// The root filesystem image (the runtime layer): the first virtio
-    /// disk (`/dev/vda`), read-only.
+    /// The root filesystem image (the runtime layer), or the system disk
+    /// that holds it: the first virtio disk (`/dev/vda`), read-only unless
+    /// [`VmConfig::root_writable`].
     pub rootfs: PathBuf,
+    /// Attach [`VmConfig::rootfs`] read-write (default false): set for the
+    /// A/B system disk, whose inactive slot and update state the guest's
+    /// update agent writes. The kernel still mounts its root read-only.
+    pub root_writable: bool,
     /// The app layer: the second virtio disk (`/dev/vdb`), read-only.
+    /// `None` with the system disk, which holds the app layer as a partition.
     pub app_layer: Option<PathBuf>,
     /// The kernel command line.
     pub cmdline: String,
@@ -265,6 +272,7 @@ impl VmConfig {
         VmConfig {
             kernel: kernel.into(),
             rootfs: rootfs.into(),
+            root_writable: false,
             app_layer: None,
             cmdline: cmdline.into(),
             memory_mb: 256,
@@ -298,6 +306,27 @@ impl VmConfig {
             manifest.kernel.cmdline.clone(),
         );
         config.app_layer = Some(artifact(&manifest.layers.app));
+        config
+    }
+
+    /// A config with the defaults for booting `slot` of the system disk
+    /// `system_disk`, whose metadata is `meta`: `kernel` is that slot's
+    /// kernel copied out of the disk
+    /// ([`crate::SystemDisk::kernel_file`]), the command line the image's
+    /// with [`slot_cmdline`], and the system disk is the root drive,
+    /// attached read-write, with no separate app layer.
+    pub fn for_slot(
+        kernel: impl Into<PathBuf>,
+        system_disk: &Path,
+        meta: &SlotMeta,
+        slot: Slot,
+    ) -> VmConfig {
+        let mut config = VmConfig::new(
+            kernel,
+            system_disk,
+            slot_cmdline(&meta.image.kernel.cmdline, slot),
+        );
+        config.root_writable = true;
         config
     }
 
@@ -356,7 +385,7 @@ impl VmConfig {
         // filesystem, which must stay /dev/vda; the rest keep this order.
         let bus = self.machine.virtio_bus();
         let disks = [
-            Some(("root", self.rootfs.as_path(), true)),
+            Some(("root", self.rootfs.as_path(), !self.root_writable)),
             self.app_layer.as_deref().map(|path| ("app", path, true)),
             self.data_disk.as_deref().map(|path| ("data", path, false)),
             config_disk.map(|path| ("config", path, true)),
@@ -402,6 +431,7 @@ impl fmt::Debug for VmConfig {
         let VmConfig {
             kernel,
             rootfs,
+            root_writable,
             cmdline,
             memory_mb,
             cpus,
@@ -419,6 +449,7 @@ impl fmt::Debug for VmConfig {
         f.debug_struct("VmConfig")
             .field("kernel", kernel)
             .field("rootfs", rootfs)
+            .field("root_writable", root_writable)
             .field("cmdline", cmdline)
             .field("memory_mb", memory_mb)
             .field("cpus", cpus)
@@ -434,6 +465,44 @@ impl fmt::Debug for VmConfig {
             .field("extra_args", extra_args)
             .finish()
     }
+}
+
+/// The kernel command line `cmdline` made to boot `slot` of the system
+/// disk: its `root=` argument (whatever its value; one is added if there
+/// is none) becomes `root=PARTLABEL=nodeos-runtime-<slot>`, and
+/// `nodeos.slot=<slot>` is added, replacing any there was. Arguments after
+/// `--` (init's, not the kernel's) are kept as they are, after both.
+pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
+    let root = format!(
+        "root=PARTLABEL={}",
+        slots::partition_name(Part::Runtime, slot)
+    );
+    let mut words = cmdline.split_whitespace();
+    let mut args: Vec<&str> = Vec::new();
+    let mut has_root = false;
+    let mut init_args = None;
+    for word in words.by_ref() {
+        if word == "--" {
+            init_args = Some(word);
+            break;
+        }
+        if word.starts_with("root=") {
+            if !has_root {
+                args.push(&root);
+                has_root = true;
+            }
+        } else if !word.starts_with(slots::CMDLINE_SLOT) {
+            args.push(word);
+        }
+    }
+    if !has_root {
+        args.push(&root);
+    }
+    let slot_arg = format!("{}{slot}", slots::CMDLINE_SLOT);
+    args.push(&slot_arg);
+    args.extend(init_args);
+    args.extend(words);
+    args.join(" ")
 }
 
 /// QEMU option values are comma-separated: a literal comma is doubled.
@@ -668,6 +737,102 @@ mod tests {
                 assert_eq!(disks.last().unwrap().as_str(), args[device]);
             }
         }
+    }
+
+    #[test]
+    fn slot_cmdline_replaces_root_and_the_slot() {
+        let cases = [
+            (
+                "console=ttyS0 root=/dev/vda ro",
+                Slot::B,
+                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b ro nodeos.slot=b",
+            ),
+            (
+                "console=ttyS0  ro quiet",
+                Slot::A,
+                "console=ttyS0 ro quiet root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
+            ),
+            (
+                "root=PARTLABEL=nodeos-runtime-a rootfstype=erofs nodeos.slot=a ro",
+                Slot::B,
+                "root=PARTLABEL=nodeos-runtime-b rootfstype=erofs ro nodeos.slot=b",
+            ),
+            (
+                "root=/dev/vda root=/dev/vdb panic=-1",
+                Slot::A,
+                "root=PARTLABEL=nodeos-runtime-a panic=-1 nodeos.slot=a",
+            ),
+            (
+                "console=ttyS0 root=/dev/vda -- root=init-arg nodeos.slot=x",
+                Slot::B,
+                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b nodeos.slot=b -- root=init-arg nodeos.slot=x",
+            ),
+            ("", Slot::A, "root=PARTLABEL=nodeos-runtime-a nodeos.slot=a"),
+        ];
+        for (cmdline, slot, expected) in cases {
+            assert_eq!(slot_cmdline(cmdline, slot), expected, "{cmdline:?}");
+        }
+    }
+
+    #[test]
+    fn a_slot_boots_from_the_writable_system_disk() {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "format": nodeos_manifest::MANIFEST_FORMAT,
+            "name": "hello",
+            "version": "1.0.0",
+            "profile": "release",
+            "node": {"version": "22.1.0", "range": null, "integrity": "sha512-x"},
+            "kernel": {"version": "6.1", "cmdline": "console=ttyS0 root=/dev/vda ro", "artifact": "kernel"},
+            "layers": {"format": "erofs", "compression": "lz4hc", "runtime": "runtime", "app": "app"},
+            "artifacts": {},
+            "builder": "nodeos 0.1.0",
+        }))
+        .unwrap();
+        let meta = SlotMeta {
+            sequence: 0,
+            installed_by: "host".into(),
+            image: manifest,
+        };
+        let mut config = VmConfig::for_slot(
+            "/tmp/nodeos-kernel-x",
+            Path::new("/d/hello.system.img"),
+            &meta,
+            Slot::B,
+        );
+        assert_eq!(
+            config.cmdline,
+            "console=ttyS0 root=PARTLABEL=nodeos-runtime-b ro nodeos.slot=b"
+        );
+        assert_eq!(config.app_layer, None);
+        assert!(config.root_writable);
+        config.data_disk = Some("/d/hello.data.img".into());
+        let args: Vec<String> = config
+            .qemu_args(
+                ResolvedAccel::Tcg,
+                Path::new("/q.sock"),
+                Some(Path::new("/c.img")),
+            )
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let has = |pair: [&str; 2]| args.windows(2).any(|w| w == pair);
+        assert!(has(["-kernel", "/tmp/nodeos-kernel-x"]), "{args:?}");
+        let (root, root_device) = disk_positions(&args, "root");
+        assert_eq!(
+            args[root],
+            "file=/d/hello.system.img,format=raw,if=none,id=root"
+        );
+        let (data, data_device) = disk_positions(&args, "data");
+        let (cfg, cfg_device) = disk_positions(&args, "config");
+        assert!(root < data && data < cfg, "{args:?}");
+        assert!(root_device < data_device && data_device < cfg_device);
+        assert!(!args.iter().any(|a| a.contains("id=app")), "{args:?}");
+        // The default stays read-only.
+        let args = argv(&VmConfig::new("/k", "/r.img", "x"), ResolvedAccel::Tcg);
+        assert!(
+            args.contains(&"file=/r.img,format=raw,if=none,id=root,readonly=on".to_owned()),
+            "{args:?}"
+        );
     }
 
     #[test]

@@ -189,6 +189,12 @@ impl DataVolume {
 /// `dist/hello.data.img` (the image directory itself is replaced by every
 /// build; this file is not).
 pub fn default_path(image_dir: &Path) -> PathBuf {
+    beside(image_dir, "data.img")
+}
+
+/// A file beside the image directory named after it: `dist/hello.nodeos`
+/// and `system.img` → `dist/hello.system.img`.
+pub fn beside(image_dir: &Path, suffix: &str) -> PathBuf {
     let absolute;
     let dir = if image_dir.file_name().is_some() {
         image_dir
@@ -203,7 +209,7 @@ pub fn default_path(image_dir: &Path) -> PathBuf {
         .file_name()
         .map_or_else(|| "nodeos".into(), |n| n.to_string_lossy().into_owned());
     let stem = name.strip_suffix(".nodeos").unwrap_or(&name);
-    dir.with_file_name(format!("{stem}.data.img"))
+    dir.with_file_name(format!("{stem}.{suffix}"))
 }
 
 /// `1GiB`, `20MiB`, or `N bytes` when no binary unit divides it.

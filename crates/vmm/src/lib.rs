@@ -15,7 +15,12 @@
 //!   init's log records in either log format (text or JSON), timestamps
 //!   ignored ([`nodeos_manifest::console::normalize`]);
 //! * turning "QEMU exited" plus the console log into an [`Outcome`]
-//!   (app exit code, power-off, kernel panic, hard stop, QEMU failure).
+//!   (app exit code, power-off, reboot, kernel panic, hard stop, QEMU
+//!   failure);
+//! * the A/B system disk ([`SystemDisk`]): a GPT disk image holding the
+//!   update state and two slots of boot artefacts, and the host's boot
+//!   choice between the slots ([`choose_boot`]), as `nodeos run` is the
+//!   bootloader.
 //!
 //! QEMU runs in its own process group and dies with its owner: [`Vm`]'s
 //! `Drop` kills the group, and the parent-death signal covers a killed
@@ -43,11 +48,17 @@ mod error;
 mod outcome;
 mod process;
 mod qmp;
+pub mod slots;
+pub mod system_disk;
 mod vm;
 
 pub use accel::{KvmStatus, PROBE_TIMEOUT, cache_dir, kvm_status, probe_elf, resolve_accel};
-pub use config::{Accel, ConsoleSink, Machine, PortForward, ResolvedAccel, VmConfig, find_qemu};
+pub use config::{
+    Accel, ConsoleSink, Machine, PortForward, ResolvedAccel, VmConfig, find_qemu, slot_cmdline,
+};
 pub use error::Error;
 pub use outcome::Outcome;
 pub use qmp::Qmp;
+pub use slots::{Boot, choose_boot, record_host_rollback};
+pub use system_disk::{Layout, SystemDisk, SystemDiskError};
 pub use vm::{Vm, check_forwards};

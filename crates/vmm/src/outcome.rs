@@ -3,7 +3,7 @@
 use std::fmt;
 use std::process::ExitStatus;
 
-use nodeos_manifest::console::{self, AppExit, Record};
+use nodeos_manifest::console::{self, AppExit, Record, Source};
 
 /// The kernel's panic line starts with this (`Kernel panic - not syncing: …`).
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
@@ -15,6 +15,11 @@ pub enum Outcome {
     AppExited(AppExit),
     /// The guest powered off without an app exit line (e.g. the power button).
     PoweredOff,
+    /// Init rebooted the guest on purpose (after an update, or to roll one
+    /// back): it printed [`console::REBOOT`], and QEMU, run with
+    /// `-no-reboot`, exited by itself. The host boots again, the slot the
+    /// update state names.
+    Rebooted,
     /// The kernel panicked; `line` is the panic line.
     KernelPanic { line: String },
     /// The runner stopped QEMU (QMP `quit` or SIGKILL); no clean power-off.
@@ -34,7 +39,9 @@ impl Outcome {
     /// the last `app exited` line counts (init prints it after the app's
     /// last output, so the app cannot fake it). Only lines that are no log
     /// record (the kernel's) count as kernel panics, so the app cannot fake
-    /// one by printing the kernel's words.
+    /// one by printing the kernel's words; likewise only init's own record
+    /// of [`console::REBOOT`] makes a reboot, which counts over an app exit
+    /// (a trial's app exit is what makes init roll back and reboot).
     pub(crate) fn derive<'a>(
         status: ExitStatus,
         lines: impl IntoIterator<Item = &'a str>,
@@ -43,10 +50,12 @@ impl Outcome {
     ) -> Outcome {
         let mut panic = None;
         let mut app_exit = None;
+        let mut rebooted = false;
         for line in lines {
             if panic.is_none() && line.contains(KERNEL_PANIC) && Record::parse(line).is_none() {
                 panic = Some(line.trim().to_owned());
             }
+            rebooted |= is_reboot_marker(line);
             if let Some(exit) = console::parse_app_exited(line) {
                 app_exit = Some(exit);
             }
@@ -62,6 +71,9 @@ impl Outcome {
                 status,
                 stderr_tail: stderr_tail.to_owned(),
             };
+        }
+        if rebooted {
+            return Outcome::Rebooted;
         }
         match app_exit {
             Some(exit) => Outcome::AppExited(exit),
@@ -80,6 +92,7 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::AppExited(exit) => write!(f, "app exited ({exit}), guest powered off"),
             Outcome::PoweredOff => f.write_str("guest powered off"),
+            Outcome::Rebooted => f.write_str("guest rebooted"),
             Outcome::KernelPanic { line } => write!(f, "kernel panic: {line}"),
             Outcome::HardStopped => f.write_str("VM was stopped hard (no clean power-off)"),
             Outcome::QemuFailed {
@@ -93,6 +106,22 @@ impl fmt::Display for Outcome {
                 }
             }
         }
+    }
+}
+
+/// Whether `line` is init's [`console::REBOOT`] record, in either log
+/// format, or the bare marker (an untimed init line). An app printing the
+/// same words makes an app record, which does not count.
+fn is_reboot_marker(line: &str) -> bool {
+    let line = line.trim_end_matches(['\r', '\n']);
+    match Record::parse(line) {
+        Some(Record {
+            source: Source::Init,
+            message,
+            ..
+        }) => console::REBOOT.strip_prefix(console::PREFIX) == Some(message.as_str()),
+        Some(_) => false,
+        None => line == console::REBOOT,
     }
 }
 
@@ -312,5 +341,74 @@ mod tests {
             "{outcome}"
         );
         assert!(!outcome.success());
+    }
+
+    #[test]
+    fn reboot_marker_then_qemu_exit_is_rebooted() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            // A trial failed: the app crashed, init rolled back and rebooted.
+            let lines = [
+                init(format, 1, console::STARTING_APP),
+                init(format, 2, &console::app_exited_line(AppExit::Code(1))),
+                init(format, 3, console::UPDATE_ROLLED_BACK),
+                init(format, 4, console::REBOOT),
+                "reboot: Restarting system".to_owned(),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::Rebooted,
+                "{format:?}"
+            );
+            let outcome = derive_lines(exit(0), &lines[3..], false);
+            assert_eq!(outcome, Outcome::Rebooted, "{format:?}");
+            assert_eq!(outcome.to_string(), "guest rebooted");
+            assert!(!outcome.success());
+        }
+        assert_eq!(
+            derive(exit(0), &[console::REBOOT], false),
+            Outcome::Rebooted
+        );
+        assert_eq!(
+            derive(exit(0), &[&format!("{}\r", console::REBOOT)], false),
+            Outcome::Rebooted
+        );
+    }
+
+    #[test]
+    fn a_reboot_needs_qemu_to_exit_by_itself_without_a_panic() {
+        let panic = "[    3.1] Kernel panic - not syncing: Attempted to kill init!";
+        assert!(matches!(
+            derive(exit(0), &[console::REBOOT, panic], false),
+            Outcome::KernelPanic { .. }
+        ));
+        assert_eq!(
+            derive(exit(0), &[console::REBOOT], true),
+            Outcome::HardStopped
+        );
+        assert!(matches!(
+            derive(exit(1), &[console::REBOOT], false),
+            Outcome::QemuFailed { .. }
+        ));
+    }
+
+    #[test]
+    fn app_output_cannot_fake_a_reboot() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let lines = [
+                init(format, 1, console::STARTING_APP),
+                app(format, 1, console::REBOOT),
+                app(format, 1, "rebooting"),
+                init(format, 2, &console::app_exited_line(AppExit::Code(0))),
+                init(format, 3, console::POWER_OFF),
+            ];
+            assert_eq!(
+                derive_lines(exit(0), &lines, false),
+                Outcome::AppExited(AppExit::Code(0)),
+                "{format:?}"
+            );
+        }
+        // Nor can text around the marker on one line.
+        let line = format!("say {}", console::REBOOT);
+        assert_eq!(derive(exit(0), &[&line], false), Outcome::PoweredOff);
     }
 }

@@ -1,0 +1,173 @@
+//! `nodeos run` as the bootloader of the A/B system disk: it installs the
+//! image directory into a slot, and before every boot picks the slot the
+//! update state names, counts trial boots and checks the slot's files.
+//!
+//! The system disk (`dist/<name>.system.img` by default) holds two slots,
+//! each a complete version (kernel, runtime layer, app layer); the update
+//! agent in the guest writes the slot not running. See
+//! [`nodeos_manifest::slots`] for the layout.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use nodeos_image::Reporter;
+use nodeos_manifest::Manifest;
+use nodeos_manifest::slots::{Slot, SlotMeta, SlotState, SlotStatus, State};
+use nodeos_vmm::slots::{Boot, choose_boot, record_host_rollback};
+use nodeos_vmm::system_disk::{Layout, SystemDisk};
+
+use crate::exit::{Exit, fail};
+use crate::ui::Ui;
+
+/// Where the system disk of `image_dir` lives unless `--system` says.
+pub fn default_path(image_dir: &Path) -> PathBuf {
+    nodeos_vmm::data::beside(image_dir, "system.img")
+}
+
+/// Opens the system disk (locked while it lives), creating it on first
+/// use, and makes sure `manifest`'s image is in a slot: an image no slot
+/// holds (a new local build) is installed into the slot not active and
+/// made active, so build → run boots what was just built. An image some
+/// slot holds already boots as the state says (after `nodeos deploy`, the
+/// deployed version keeps running).
+pub fn prepare(
+    path: &Path,
+    dir: &Path,
+    manifest: &Manifest,
+    ui: &Ui,
+) -> anyhow::Result<SystemDisk> {
+    let shown = path.display();
+    let system = if path.exists() {
+        SystemDisk::open(path).map_err(|e| fail(Exit::Image, e.to_string()))?
+    } else {
+        let system = SystemDisk::create(path, &Layout::for_image(manifest))
+            .map_err(|e| fail(Exit::Image, e.to_string()))?;
+        ui.status("Created", &format!("system disk {shown} (slots a and b)"));
+        system
+    };
+    if let Some(slot) = system.find_slot_with(manifest) {
+        let state = read_state(&system)?;
+        if slot != state.active && state.slot(slot).status == SlotStatus::Good {
+            // The image was built again after a deploy made the other slot active.
+            ui.note(&format!(
+                "{} v{} is in slot {slot}; booting the active slot {}",
+                manifest.name, manifest.version, state.active
+            ));
+        }
+        return Ok(system);
+    }
+    let state = system
+        .read_state()
+        .with_context(|| format!("cannot read the update state of {shown}"))?;
+    let slot = state.as_ref().map_or(Slot::A, |s| s.active.other());
+    ui.status(
+        "Installing",
+        &format!(
+            "{} v{} into slot {slot} of {shown}",
+            manifest.name, manifest.version
+        ),
+    );
+    system
+        .install(slot, dir, manifest)
+        .map_err(|e| fail(Exit::Image, e.to_string()))?;
+    let mut state = match state {
+        Some(mut state) => {
+            state.active = slot;
+            *state.slot_mut(slot) = SlotState {
+                status: SlotStatus::Good,
+                sequence: 0,
+                version: manifest.version.clone(),
+                tries: 0,
+            };
+            state
+        }
+        None => State::new(slot, &manifest.version),
+    };
+    system
+        .write_state(&mut state)
+        .with_context(|| format!("cannot write the update state of {shown}"))?;
+    Ok(system)
+}
+
+/// The state, which [`prepare`] made sure exists.
+fn read_state(system: &SystemDisk) -> anyhow::Result<State> {
+    system
+        .read_state()
+        .with_context(|| format!("cannot read the update state of {}", system.path().display()))?
+        .ok_or_else(|| {
+            fail(
+                Exit::Image,
+                format!(
+                    "{} holds no valid update state; remove it to start over (the /data volume is a separate file and is kept)",
+                    system.path().display()
+                ),
+            )
+        })
+}
+
+/// What to boot next: the slot, whether it is a trial, and its checked
+/// metadata. A trial's try is used up (and written) before it boots, so a
+/// trial that never reaches a verdict is rolled back on the next call. A
+/// slot whose files do not match its metadata is never booted.
+pub fn next_boot(system: &SystemDisk, ui: &Ui) -> anyhow::Result<(Boot, SlotMeta)> {
+    loop {
+        let mut state = read_state(system)?;
+        let boot = choose_boot(&mut state, now_ms());
+        write_state(system, &mut state)?;
+        if let Some(reason) = &boot.rolled_back {
+            ui.warn(&format!("update rolled back: {reason}"));
+        }
+        match system.verify_slot(boot.slot) {
+            Ok(meta) => return Ok((boot, meta)),
+            Err(e) if boot.trial => {
+                let reason = format!("its files do not verify: {e}");
+                host_rollback(system, boot.slot, &reason, "")?;
+            }
+            Err(e) => {
+                return Err(fail(
+                    Exit::Image,
+                    format!(
+                        "cannot boot slot {} of {}: {e}; rebuild and run the image again, or remove the system disk to start over",
+                        boot.slot,
+                        system.path().display()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// Records that a trial failed where only the host could see it (kernel
+/// panic, QEMU failure, no verdict in time), with the console's last
+/// lines for `nodeos status`.
+pub fn host_rollback(
+    system: &SystemDisk,
+    slot: Slot,
+    reason: &str,
+    console_tail: &str,
+) -> anyhow::Result<()> {
+    let mut state = read_state(system)?;
+    record_host_rollback(&mut state, slot, reason, now_ms());
+    if !console_tail.is_empty() {
+        system
+            .write_log_tail(console_tail)
+            .with_context(|| format!("cannot write to {}", system.path().display()))?;
+    }
+    write_state(system, &mut state)
+}
+
+fn write_state(system: &SystemDisk, state: &mut State) -> anyhow::Result<()> {
+    system.write_state(state).with_context(|| {
+        format!(
+            "cannot write the update state of {}",
+            system.path().display()
+        )
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
