@@ -132,20 +132,24 @@ impl Appliance {
         }
     }
 
-    /// `nodeos run IMAGE` with both ports forwarded, in the background.
+    /// `nodeos run IMAGE` with both ports forwarded.
+    fn command(&self, image: &Path) -> std::process::Command {
+        let mut cmd = nodeos();
+        cmd.arg("run")
+            .arg(image)
+            .args(["--accel", "tcg", "--data-size", "16M"])
+            .args(["-p", &format!("{}:3000", self.app)])
+            .args(["-p", &format!("{}:7070", self.agent)])
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--system")
+            .arg(&self.system);
+        cmd
+    }
+
+    /// [`Appliance::command`] in the background.
     fn boot(&self, image: &Path) -> NodeosRun {
-        NodeosRun::spawn(
-            nodeos()
-                .arg("run")
-                .arg(image)
-                .args(["--accel", "tcg", "--data-size", "16M"])
-                .args(["-p", &format!("{}:3000", self.app)])
-                .args(["-p", &format!("{}:7070", self.agent)])
-                .arg("--data")
-                .arg(&self.data)
-                .arg("--system")
-                .arg(&self.system),
-        )
+        NodeosRun::spawn(&mut self.command(image))
     }
 
     fn url(&self) -> String {
@@ -214,7 +218,9 @@ impl Appliance {
 /// `key`, with `body`: (status, body).
 fn request(port: u16, key: &Key, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let auth = keys::sign_request(&key.signing, method, path, body.len() as u64).unwrap();
     write!(
         stream,
@@ -244,7 +250,13 @@ fn read_answer(stream: TcpStream) -> (u16, String) {
 /// The whole bundle of `image` for the appliance in `status`, signed by `key`.
 fn bundle_bytes(image: &Path, status: &Status, sequence: u64, key: &Key) -> Vec<u8> {
     let manifest = read_manifest(image);
-    let plan = bundle::plan(&manifest, Some(status), sequence, &keys::public_key(&key.signing), false);
+    let plan = bundle::plan(
+        &manifest,
+        Some(status),
+        sequence,
+        &keys::public_key(&key.signing),
+        false,
+    );
     let bundle = Bundle::sign(plan, &key.signing, image).unwrap();
     let mut bytes = Vec::new();
     bundle.reader().unwrap().read_to_end(&mut bytes).unwrap();
@@ -293,7 +305,11 @@ fn deploy_commits_a_new_version_keeps_data_and_refuses_a_replay() {
     let out = box_.deploy(&v2, &key, &[]);
     assert_exit(&out, 0);
     let said = stderr(&out);
-    assert!(said.contains("1.0.0 → 1.0.1"), "{said}\n{}", run.transcript());
+    assert!(
+        said.contains("1.0.0 → 1.0.1"),
+        "{said}\n{}",
+        run.transcript()
+    );
     assert!(said.contains("slot b"), "{said}");
     assert_eq!(box_.version(&run), "1.0.1");
     assert_eq!(box_.read(&run, "keep"), "before-update");
@@ -356,10 +372,7 @@ fn a_version_that_crashes_at_start_is_rolled_back_and_deploy_says_why() {
     assert_eq!(box_.read(&run, "keep"), "survives-rollback");
     let status = box_.status(&key);
     assert_eq!(status.slot, Slot::A);
-    assert_eq!(
-        status.last_update.unwrap().result,
-        UpdateResult::RolledBack
-    );
+    assert_eq!(status.last_update.unwrap().result, UpdateResult::RolledBack);
     assert_eq!(status.slots[&Slot::B].status, SlotStatus::Bad);
 
     run.interrupt();
@@ -409,11 +422,7 @@ fn corrupt_and_foreign_bundles_are_refused_and_nothing_is_written() {
     assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
     let state = box_.state();
     assert_eq!(state.active, Slot::A);
-    assert!(
-        matches!(state.b.status, SlotStatus::Empty),
-        "{:?}",
-        state.b
-    );
+    assert!(matches!(state.b.status, SlotStatus::Empty), "{:?}", state.b);
 }
 
 #[test]
@@ -443,7 +452,8 @@ fn qemu_killed_mid_upload_or_mid_write_boots_the_old_version() {
         let bytes = bundle_bytes(&v2, &status, now_ms(), &key);
         let head = bytes.len() - (read_manifest(&v2).artifacts["app"].size as usize);
         let mut stream = TcpStream::connect(("127.0.0.1", box_.agent)).unwrap();
-        let auth = keys::sign_request(&key.signing, "POST", UPDATE_PATH, bytes.len() as u64).unwrap();
+        let auth =
+            keys::sign_request(&key.signing, "POST", UPDATE_PATH, bytes.len() as u64).unwrap();
         write!(
             stream,
             "POST {UPDATE_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\n\r\n",
@@ -480,4 +490,65 @@ fn qemu_killed_mid_upload_or_mid_write_boots_the_old_version() {
     assert_eq!(box_.read(&run, "keep"), "before-the-cut");
     run.interrupt();
     assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
+}
+
+/// A copy of `image` at `to` whose runtime layer is 1 MiB of zeros (the
+/// kernel finds no root filesystem and panics), its kernel command line
+/// changed by `cmdline`, and its manifest updated to match.
+fn broken_copy(image: &Path, to: &Path, cmdline: impl Fn(&str) -> String) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    let mut manifest = read_manifest(image);
+    for artifact in manifest.artifacts.values() {
+        std::fs::copy(image.join(&artifact.path), to.join(&artifact.path)).unwrap();
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let runtime = manifest.artifacts.get_mut("runtime").unwrap();
+    std::fs::write(to.join(&runtime.path), &zeros).unwrap();
+    runtime.size = zeros.len() as u64;
+    runtime.sha256 = sha256_hex(&zeros);
+    manifest.kernel.cmdline = cmdline(&manifest.kernel.cmdline);
+    std::fs::write(to.join("manifest.json"), manifest.to_json()).unwrap();
+    to.to_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_kernel_that_never_reaches_init_is_rolled_back_by_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = keygen(tmp.path(), "key.pem");
+    let v1 = image(tmp.path(), "1.0.0", &key, "", &[]);
+    let v2 = image(tmp.path(), "1.0.1", &key, "", &[]);
+    let panics = broken_copy(&v2, &tmp.path().join("panics"), str::to_owned);
+    // panic=0: the kernel waits forever after its panic; only the host's
+    // trial deadline ends the boot.
+    let hangs = broken_copy(&v2, &tmp.path().join("hangs"), |c| {
+        c.replace("panic=-1", "panic=0")
+    });
+    let box_ = Appliance::new(tmp.path());
+    let mut run = NodeosRun::spawn(box_.command(&v1).args(["--trial-boot-timeout", "45"]));
+    assert_eq!(box_.version(&run), "1.0.0");
+    box_.write(&run, "keep", "kernel-faults");
+
+    for (broken, why) in [
+        (&panics, "kernel panicked"),
+        (&hangs, "no verdict within 45s"),
+    ] {
+        let out = box_.deploy(broken, &key, &[]);
+        assert_exit(&out, 16);
+        let said = stderr(&out);
+        assert!(said.contains(why), "{said}\n{}", run.transcript());
+        assert_eq!(box_.version(&run), "1.0.0", "{}", run.transcript());
+        assert_eq!(box_.read(&run, "keep"), "kernel-faults");
+    }
+    run.interrupt();
+    assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
+    let state = box_.state();
+    assert_eq!((state.active, state.b.status), (Slot::A, SlotStatus::Bad));
 }
