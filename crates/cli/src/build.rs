@@ -37,12 +37,12 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    /// What `nodeos build PROJECT_DIR` builds with no other flag.
-    pub fn for_project(project: Option<PathBuf>) -> BuildArgs {
+    /// What `nodeos build PROJECT_DIR --profile PROFILE` builds.
+    pub fn for_project(project: Option<PathBuf>, profile: ProfileArg) -> BuildArgs {
         BuildArgs {
             project,
             out: None,
-            profile: ProfileArg::Release,
+            profile,
             kernel: None,
             init: None,
             key: None,
@@ -52,7 +52,7 @@ impl BuildArgs {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ProfileArg {
+pub enum ProfileArg {
     Dev,
     Release,
 }

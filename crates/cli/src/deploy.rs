@@ -13,6 +13,7 @@ use nodeos_manifest::slots::{LastUpdate, UpdateResult};
 use nodeos_manifest::update::{PublicKey, Status};
 
 use crate::agent_client::{AgentError, Body, Client, Endpoint, printable};
+use crate::build::ProfileArg;
 use crate::exit::{Exit, fail};
 use crate::ui::Ui;
 
@@ -35,8 +36,12 @@ pub struct DeployArgs {
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// Deploy this image directory instead of building the project.
-    #[arg(long, value_name = "DIR", conflicts_with = "project")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["project", "profile"])]
     image: Option<PathBuf>,
+    /// The profile the project is built with (the same as the running
+    /// image's, or the whole runtime layer travels).
+    #[arg(long, value_enum, default_value_t = ProfileArg::Release)]
+    profile: ProfileArg,
     /// Seconds to wait for the appliance to install, boot and judge the new
     /// version.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
@@ -64,8 +69,10 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
             (dir, image)
         }
         None => {
-            let built =
-                crate::build::build_image(crate::build::BuildArgs::for_project(args.project), ui)?;
+            let built = crate::build::build_image(
+                crate::build::BuildArgs::for_project(args.project, args.profile),
+                ui,
+            )?;
             (built.dir, built.manifest)
         }
     };
@@ -152,11 +159,8 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
     };
     match last.result {
         UpdateResult::Committed => {
-            let health = status
-                .health
-                .as_deref()
-                .filter(|h| !h.is_empty())
-                .unwrap_or(&last.reason);
+            // How the trial passed, as the appliance recorded it at the commit.
+            let health = &last.reason;
             let health = if health.is_empty() {
                 "healthy".to_owned()
             } else {
@@ -226,7 +230,8 @@ fn already_running(image: &Manifest, status: &Status) -> bool {
         })
 }
 
-/// `4.1 KiB: app; kernel and runtime are already on the appliance`.
+/// `a 4.1 KiB bundle (4198 bytes): app; kernel and runtime are already on
+/// the appliance`.
 fn payload_summary(bundle: &Bundle) -> String {
     let names = |source| {
         bundle
@@ -240,8 +245,9 @@ fn payload_summary(bundle: &Bundle) -> String {
     let sent = names(Source::Bundle);
     let kept = names(Source::Slot);
     let mut text = format!(
-        "a {} bundle: {}",
+        "a {} bundle ({} bytes): {}",
         human_bytes(bundle.len()),
+        bundle.len(),
         if sent.is_empty() {
             "the signed manifest only".to_owned()
         } else {

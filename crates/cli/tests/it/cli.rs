@@ -445,12 +445,20 @@ fn run_passes_settings_and_env_on_a_config_disk_and_never_prints_values() {
         "{args}"
     );
     let drives: Vec<&str> = args.lines().filter(|a| a.starts_with("file=")).collect();
-    assert_eq!(drives.len(), 4, "{args}");
-    assert!(drives[0].contains("id=root"), "root is /dev/vda: {args}");
-    assert!(drives[1].contains("app.img,format=raw,if=none,id=app,readonly=on"));
-    assert!(drives[2].contains("fake.data.img,format=raw,if=none,id=data"));
-    assert!(drives[3].ends_with("id=config,readonly=on"), "{args}");
-    let disk_path = drives[3]
+    // The system disk (both layers are its partitions; the guest's update
+    // agent writes the other slot), the data volume, the config disk.
+    assert_eq!(drives.len(), 3, "{args}");
+    assert!(
+        drives[0].ends_with("fake.system.img,format=raw,if=none,id=root"),
+        "the system disk is /dev/vda, writable: {args}"
+    );
+    assert!(drives[1].contains("fake.data.img,format=raw,if=none,id=data"));
+    assert!(drives[2].ends_with("id=config,readonly=on"), "{args}");
+    assert!(
+        args.contains("root=PARTLABEL=nodeos-runtime-a") && args.contains("nodeos.slot=a"),
+        "{args}"
+    );
+    let disk_path = drives[2]
         .strip_prefix("file=")
         .and_then(|d| d.split(",format=").next())
         .unwrap();
