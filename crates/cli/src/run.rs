@@ -144,6 +144,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let mut accel = args.accel;
     // Every boot: the slot the update state names. The guest reboots
     // (QEMU exits) after installing an update and to roll one back.
+    let mut first_boot = true;
     let (outcome, stopping, vm) = 'boot: loop {
         let (boot, meta) = system::next_boot(&system, ui)?;
         let image = &meta.image;
@@ -174,13 +175,15 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             args.memory,
             args.cpus
         ));
-        for fwd in &args.publish {
-            ui.note(&format!(
-                "forwarding {}:{} -> guest port {}",
-                fwd.host_addr, fwd.host_port, fwd.guest_port
-            ));
+        if first_boot {
+            for fwd in &args.publish {
+                ui.note(&format!(
+                    "forwarding {}:{} -> guest port {}",
+                    fwd.host_addr, fwd.host_port, fwd.guest_port
+                ));
+            }
         }
-        if !run_config.env.is_empty() {
+        if first_boot && !run_config.env.is_empty() {
             // Names only: values may be secrets.
             let names: Vec<&str> = run_config.env.keys().map(String::as_str).collect();
             ui.note(&format!(
@@ -188,6 +191,7 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
                 names.join(", ")
             ));
         }
+        first_boot = false;
         let trial_secs = args
             .trial_boot_timeout
             .unwrap_or(DEFAULT_TRIAL_BOOT_TIMEOUT);
