@@ -284,35 +284,47 @@ fn lock(path: &Path) -> Result<File, DataError> {
         .write(true)
         .open(path)
         .map_err(io_error(format!("cannot open the data volume `{shown}`")))?;
+    match lock_exclusive(&file) {
+        Ok(()) => Ok(file),
+        Err(Locked::By(by)) => Err(DataError::InUse {
+            path: path.to_owned(),
+            by,
+        }),
+        Err(Locked::Io(e)) => Err(io_error(format!("cannot lock the data volume `{shown}`"))(
+            e,
+        )),
+    }
+}
+
+/// Why a disk image could not be locked for this run.
+pub(crate) enum Locked {
+    /// Who holds it: another `nodeos run`, or a process with fcntl locks.
+    By(String),
+    Io(std::io::Error),
+}
+
+/// Takes an exclusive `flock` on an open disk image (held until the file
+/// is closed); fails if another `nodeos run` holds one, or a QEMU holds
+/// its own (fcntl) locks on it.
+pub(crate) fn lock_exclusive(file: &File) -> Result<(), Locked> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(DataError::InUse {
-                path: path.to_owned(),
-                by: "another `nodeos run`".into(),
-            });
+            return Err(Locked::By("another `nodeos run`".into()));
         }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(io_error(format!("cannot lock the data volume `{shown}`"))(
-                e,
-            ));
-        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Locked::Io(e)),
     }
-    let meta = file
-        .metadata()
-        .map_err(io_error(format!("cannot read the data volume `{shown}`")))?;
+    let meta = file.metadata().map_err(Locked::Io)?;
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    if let Some(pid) = fcntl_lock_holder(&locks, meta.dev(), meta.ino()) {
-        let by = match pid {
-            Some(pid) => format!("process {pid} (a QEMU started outside `nodeos run`?)"),
-            None => "another process (a QEMU started outside `nodeos run`?)".into(),
-        };
-        return Err(DataError::InUse {
-            path: path.to_owned(),
-            by,
-        });
+    match fcntl_lock_holder(&locks, meta.dev(), meta.ino()) {
+        None => Ok(()),
+        Some(Some(pid)) => Err(Locked::By(format!(
+            "process {pid} (a QEMU started outside `nodeos run`?)"
+        ))),
+        Some(None) => Err(Locked::By(
+            "another process (a QEMU started outside `nodeos run`?)".into(),
+        )),
     }
-    Ok(file)
 }
 
 /// Whether `/proc/locks` (given as `locks`) lists a POSIX or open-file-

@@ -35,6 +35,8 @@ use nodeos_manifest::slots::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::data::Locked;
+
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 /// Sector size of the disk's GPT.
@@ -63,10 +65,10 @@ pub enum SystemDiskError {
     Exists { path: PathBuf },
 
     #[error(
-        "the system disk `{}` is in use by another `nodeos run`: stop that VM first, or give this one another system disk",
+        "the system disk `{}` is in use by {by}: stop that VM first, or give this one another system disk with --system PATH",
         path.display()
     )]
-    InUse { path: PathBuf },
+    InUse { path: PathBuf, by: String },
 
     #[error(
         "`{}` is not a nodeos system disk: {reason}; give the path of a system disk, or move this file away to have a new one created",
@@ -271,14 +273,15 @@ impl SystemDisk {
             .write(true)
             .open(path)
             .map_err(io_error(format!("cannot open the system disk `{shown}`")))?;
-        match file.try_lock() {
+        match crate::data::lock_exclusive(&file) {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
+            Err(Locked::By(by)) => {
                 return Err(SystemDiskError::InUse {
                     path: path.to_owned(),
+                    by,
                 });
             }
-            Err(std::fs::TryLockError::Error(e)) => {
+            Err(Locked::Io(e)) => {
                 return Err(io_error(format!("cannot lock the system disk `{shown}`"))(
                     e,
                 ));
