@@ -1,40 +1,39 @@
 //! The health check of a version on trial: with a `path`, an HTTP GET on
 //! the app's port every half second until a 2xx answers or the timeout
 //! passes; without one, the app staying up `uptime` seconds. The verdict
-//! goes to the supervisor as [`Event::Health`]; any exit of the app before
-//! it fails the trial there ([`crate::supervise::Supervisor`]).
+//! goes to the supervisor as [`crate::supervise::Event::Health`]; any exit
+//! of the app before it fails the trial there
+//! ([`crate::supervise::Supervisor`]).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use nodeos_manifest::update::HealthCheck;
-
-use crate::supervise::Event;
 
 /// Time between two GETs.
 const INTERVAL: Duration = Duration::from_millis(500);
 /// Longest a single GET may take.
 const PER_TRY: Duration = Duration::from_secs(2);
 
-/// Starts the check in a thread, from now (the app's first start).
-pub fn spawn(check: &HealthCheck, port: u16, tx: Sender<Event>) {
+/// Starts the check in a thread, from now (the app's first start), and
+/// hands its verdict to `verdict`.
+pub fn spawn(check: &HealthCheck, port: u16, verdict: impl FnOnce(Verdict) + Send + 'static) {
     let check = check.clone();
     let spawned = std::thread::Builder::new()
         .name("health".into())
         .stack_size(64 * 1024)
-        .spawn(move || {
-            let verdict = run(&check, port, Instant::now());
-            let _ = tx.send(Event::Health(verdict));
-        });
+        .spawn(move || verdict(run(&check, port, Instant::now())));
     if let Err(e) = spawned {
         crate::say!("warning: cannot start the health check: {e}");
     }
 }
 
+/// How the check passed, or why it did not.
+pub type Verdict = Result<String, String>;
+
 /// Runs the check to its verdict: `Ok(how it passed)` or `Err(why not)`.
-pub fn run(check: &HealthCheck, port: u16, started: Instant) -> Result<String, String> {
+pub fn run(check: &HealthCheck, port: u16, started: Instant) -> Verdict {
     let timeout = Duration::from_secs(u64::from(check.timeout));
     let Some(path) = &check.path else {
         let uptime = Duration::from_secs(u64::from(check.uptime));

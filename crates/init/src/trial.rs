@@ -9,14 +9,13 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nodeos_manifest::console::{self, LogFormat};
 use nodeos_manifest::slots::{CMDLINE_SLOT, Slot, SlotStatus, UpdateResult};
 use nodeos_manifest::update::{AppStatus, HealthCheck};
 
 use crate::supervise::Event;
-use crate::update::Shared;
+use crate::update::{Shared, lock, now_ms};
 use crate::{health, log, say};
 
 /// The slot named by `nodeos.slot=` on the kernel command line.
@@ -63,25 +62,14 @@ impl Updates {
     /// boot, so that `nodeos status` can show it; its verdict only decides
     /// a trial.
     pub fn start_health(&self, port: u16, events: Sender<Event>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        health::spawn(&self.health, port, tx);
         let shared = Arc::clone(&self.shared);
-        let forward = std::thread::Builder::new()
-            .name("health-verdict".into())
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                if let Ok(Event::Health(verdict)) = rx.recv() {
-                    let text = match &verdict {
-                        Ok(how) => format!("healthy: {how}"),
-                        Err(why) => format!("unhealthy: {why}"),
-                    };
-                    *lock(&shared.health) = Some(text);
-                    let _ = events.send(Event::Health(verdict));
-                }
+        health::spawn(&self.health, port, move |verdict| {
+            *lock(&shared.health) = Some(match &verdict {
+                Ok(how) => format!("healthy: {how}"),
+                Err(why) => format!("unhealthy: {why}"),
             });
-        if let Err(e) = forward {
-            say!("warning: cannot start the health check: {e}");
-        }
+            let _ = events.send(Event::Health(verdict));
+        });
     }
 
     /// Keeps the app's status current for the agent.
@@ -93,7 +81,14 @@ impl Updates {
     pub fn commit(&self, detail: &str) {
         let shared = &self.shared;
         let slot = shared.slot;
-        let result = lock(&shared.store).update(|state| {
+        let mut store = shared.store();
+        let from = store
+            .state()
+            .last_update
+            .as_ref()
+            .map(|l| l.from.clone())
+            .unwrap_or_default();
+        let result = store.update(|state| {
             state.active = slot;
             let booted = state.slot_mut(slot);
             booted.status = SlotStatus::Good;
@@ -106,21 +101,14 @@ impl Updates {
                 last.at_ms = now_ms();
             }
         });
+        drop(store);
         match result {
-            Ok(()) => {
-                let from = lock(&shared.store)
-                    .state()
-                    .last_update
-                    .as_ref()
-                    .map(|l| l.from.clone())
-                    .unwrap_or_default();
-                log::marker(&format!(
-                    "{}: {} {from} → {} (slot {slot}; {detail})",
-                    console::UPDATE_COMMITTED,
-                    shared.appliance,
-                    shared.version
-                ));
-            }
+            Ok(()) => log::marker(&format!(
+                "{}: {} {from} → {} (slot {slot}; {detail})",
+                console::UPDATE_COMMITTED,
+                shared.appliance,
+                shared.version
+            )),
             // The slot stays on trial; the next boot rolls it back.
             Err(e) => say!("error: cannot commit the update: {e}; the next boot rolls it back"),
         }
@@ -138,7 +126,7 @@ impl Updates {
                 .map(|r| r.format(LogFormat::Text) + "\n")
                 .collect::<String>()
         });
-        let mut store = lock(&shared.store);
+        let mut store = shared.store();
         if let Err(e) = store.write_log_tail(&tail) {
             say!("warning: cannot keep the log tail: {e}");
         }
@@ -159,18 +147,6 @@ impl Updates {
             say!("error: cannot record the rollback: {e}");
         }
     }
-}
-
-/// Milliseconds since the epoch by the guest's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A lock that outlives a panicked holder: the data is plain state.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
