@@ -48,11 +48,21 @@ pub fn prepare(
     };
     if let Some(slot) = system.find_slot_with(manifest) {
         let state = read_state(&system)?;
-        if slot != state.active && state.slot(slot).status == SlotStatus::Good {
-            // The image was built again after a deploy made the other slot active.
+        if slot != state.active {
+            let held = state.slot(slot);
+            let why = match held.status {
+                // Built again after a deploy made the other slot active.
+                SlotStatus::Good => "",
+                SlotStatus::Bad => " (it failed its trial)",
+                SlotStatus::Trying => " (on trial)",
+                SlotStatus::Empty | SlotStatus::Writing => " (incomplete)",
+            };
             ui.note(&format!(
-                "{} v{} is in slot {slot}; booting the active slot {}",
-                manifest.name, manifest.version, state.active
+                "{} v{} is in slot {slot}{why}; booting as the update state says (active: slot {}, v{})",
+                manifest.name,
+                manifest.version,
+                state.active,
+                state.slot(state.active).version
             ));
         }
         return Ok(system);
