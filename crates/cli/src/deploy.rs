@@ -44,7 +44,7 @@ pub struct DeployArgs {
     profile: ProfileArg,
     /// Seconds to wait for the appliance to install, boot and judge the new
     /// version.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Allow a version lower than the running one.
     #[arg(long)]

@@ -133,6 +133,12 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<ImageError>().is_some() {
             return Exit::Image;
         }
+        if let Some(e) = cause.downcast_ref::<nodeos_vmm::SystemDiskError>() {
+            return match e {
+                nodeos_vmm::SystemDiskError::Io { .. } => Exit::Failure,
+                _ => Exit::Image,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return match e {
                 DataError::ToolMissing { .. } => Exit::ToolMissing,

@@ -146,6 +146,12 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     // (QEMU exits) after installing an update and to roll one back.
     let mut first_boot = true;
     let (outcome, stopping, vm) = 'boot: loop {
+        if !first_boot && signals.try_recv().is_ok() {
+            // Ctrl-C while the guest rebooted: it had shut down cleanly, and
+            // a trial waiting to boot keeps its try.
+            ui.note("stopped between two boots");
+            return Ok(Exit::Success);
+        }
         let (boot, meta) = system::next_boot(&system, ui)?;
         let image = &meta.image;
         let kernel = system
@@ -245,8 +251,9 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
                     let reason = format!(
                         "the new version reached no verdict within {trial_secs}s of booting (see --trial-boot-timeout)"
                     );
-                    ui.warn(&format!("update rolled back: {reason}"));
-                    system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))?;
+                    if system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))? {
+                        ui.warn(&format!("update rolled back: {reason}"));
+                    }
                     continue 'boot;
                 }
             }
@@ -254,12 +261,15 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         if stopping.is_none() && matches!(outcome, Outcome::Rebooted) {
             continue;
         }
-        if boot.trial && stopping.is_none() && !trial_verdict(&vm.console_log()) {
-            // Panic, power-off or QEMU failure before a verdict: only the host saw it.
+        if boot.trial && stopping.is_none() && !verdict_seen {
+            // Panic, power-off or QEMU failure before a verdict: only the
+            // host saw it. The state decides (the console may have been
+            // cut): a slot the guest committed is no longer on trial.
             let reason = format!("the new version did not come up: {}", describe(&outcome));
-            ui.warn(&format!("update rolled back: {reason}"));
-            system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))?;
-            continue;
+            if system::host_rollback(&system, boot.slot, &reason, &console_tail(&vm))? {
+                ui.warn(&format!("update rolled back: {reason}"));
+                continue;
+            }
         }
         break (outcome, stopping, vm);
     };

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use nodeos_image::Reporter;
 use nodeos_manifest::Manifest;
-use nodeos_manifest::slots::{Slot, SlotMeta, SlotState, SlotStatus, State};
+use nodeos_manifest::slots::{Slot, SlotMeta, SlotState, SlotStatus, State, UpdateResult};
 use nodeos_vmm::slots::{Boot, choose_boot, record_host_rollback};
 use nodeos_vmm::system_disk::{Layout, SystemDisk};
 
@@ -30,7 +30,8 @@ pub fn default_path(image_dir: &Path) -> PathBuf {
 /// holds (a new local build) is installed into the slot not active and
 /// made active, so build → run boots what was just built. An image some
 /// slot holds already boots as the state says (after `nodeos deploy`, the
-/// deployed version keeps running).
+/// deployed version keeps running), unless that slot was installed and
+/// never recorded (a run killed in between), which makes it active.
 pub fn prepare(
     path: &Path,
     dir: &Path,
@@ -39,24 +40,28 @@ pub fn prepare(
 ) -> anyhow::Result<SystemDisk> {
     let shown = path.display();
     let system = if path.exists() {
-        SystemDisk::open(path).map_err(|e| fail(Exit::Image, e.to_string()))?
+        SystemDisk::open(path)?
     } else {
-        let system = SystemDisk::create(path, &Layout::for_image(manifest))
-            .map_err(|e| fail(Exit::Image, e.to_string()))?;
+        let system = SystemDisk::create(path, &Layout::for_image(manifest))?;
         ui.status("Created", &format!("system disk {shown} (slots a and b)"));
         system
     };
-    if let Some(slot) = system.find_slot_with(manifest) {
-        let state = read_state(&system)?;
-        if slot != state.active {
-            let held = state.slot(slot);
-            let why = match held.status {
-                // Built again after a deploy made the other slot active.
-                SlotStatus::Good => "",
-                SlotStatus::Bad => " (it failed its trial)",
-                SlotStatus::Trying => " (on trial)",
-                SlotStatus::Empty | SlotStatus::Writing => " (incomplete)",
-            };
+    let state = system
+        .read_state()
+        .with_context(|| format!("cannot read the update state of {shown}"))?;
+    let found = system.find_slot_with(manifest);
+    if let (Some(slot), Some(state)) = (found, &state) {
+        let held = state.slot(slot).status;
+        let why = match held {
+            _ if slot == state.active => return Ok(system),
+            // Built again after a deploy made the other slot active.
+            SlotStatus::Good => Some(""),
+            SlotStatus::Bad => Some(" (it failed its trial)"),
+            SlotStatus::Trying => Some(" (on trial)"),
+            // Installed by a run that was killed before it recorded it.
+            SlotStatus::Empty | SlotStatus::Writing => None,
+        };
+        if let Some(why) = why {
             ui.note(&format!(
                 "{} v{} is in slot {slot}{why}; booting as the update state says (active: slot {}, v{})",
                 manifest.name,
@@ -64,23 +69,32 @@ pub fn prepare(
                 state.active,
                 state.slot(state.active).version
             ));
+            return Ok(system);
         }
-        return Ok(system);
     }
-    let state = system
-        .read_state()
-        .with_context(|| format!("cannot read the update state of {shown}"))?;
-    let slot = state.as_ref().map_or(Slot::A, |s| s.active.other());
-    ui.status(
-        "Installing",
-        &format!(
-            "{} v{} into slot {slot} of {shown}",
-            manifest.name, manifest.version
-        ),
-    );
-    system
-        .install(slot, dir, manifest)
-        .map_err(|e| fail(Exit::Image, e.to_string()))?;
+    let slot = match found {
+        Some(slot) => slot,
+        None => {
+            let slot = state.as_ref().map_or(Slot::A, |s| s.active.other());
+            if state
+                .as_ref()
+                .is_some_and(|s| s.slot(slot).status == SlotStatus::Trying)
+            {
+                ui.warn(&format!(
+                    "slot {slot} held an update on trial; this build replaces it"
+                ));
+            }
+            ui.status(
+                "Installing",
+                &format!(
+                    "{} v{} into slot {slot} of {shown}",
+                    manifest.name, manifest.version
+                ),
+            );
+            system.install(slot, dir, manifest)?;
+            slot
+        }
+    };
     let mut state = match state {
         Some(mut state) => {
             state.active = slot;
@@ -90,13 +104,18 @@ pub fn prepare(
                 version: manifest.version.clone(),
                 tries: 0,
             };
+            if let Some(last) = &mut state.last_update
+                && last.slot == slot
+                && last.result == UpdateResult::Pending
+            {
+                last.result = UpdateResult::RolledBack;
+                last.reason = format!("replaced by a local build of {}", manifest.version);
+            }
             state
         }
         None => State::new(slot, &manifest.version),
     };
-    system
-        .write_state(&mut state)
-        .with_context(|| format!("cannot write the update state of {shown}"))?;
+    write_state(&system, &mut state)?;
     Ok(system)
 }
 
@@ -124,47 +143,67 @@ pub fn next_boot(system: &SystemDisk, ui: &Ui) -> anyhow::Result<(Boot, SlotMeta
     loop {
         let mut state = read_state(system)?;
         let boot = choose_boot(&mut state, now_ms());
+        let already_bad = state.slot(boot.slot).status == SlotStatus::Bad;
         write_state(system, &mut state)?;
         if let Some(reason) = &boot.rolled_back {
             ui.warn(&format!("update rolled back: {reason}"));
         }
-        match system.verify_slot(boot.slot) {
+        let err = match system.verify_slot(boot.slot) {
             Ok(meta) => return Ok((boot, meta)),
-            Err(e) if boot.trial => {
-                let reason = format!("its files do not verify: {e}");
-                host_rollback(system, boot.slot, &reason, "")?;
-            }
-            Err(e) => {
-                return Err(fail(
-                    Exit::Image,
-                    format!(
-                        "cannot boot slot {} of {}: {e}; rebuild and run the image again, or remove the system disk to start over",
-                        boot.slot,
-                        system.path().display()
-                    ),
-                ));
-            }
+            Err(err) => err,
+        };
+        if boot.trial {
+            host_rollback(
+                system,
+                boot.slot,
+                &format!("its files do not verify: {err}"),
+                "",
+            )?;
+        } else if !already_bad {
+            // The active slot is damaged: mark it bad, which makes the
+            // other slot active if it is good.
+            ui.warn(&format!(
+                "slot {} does not verify ({err}); trying the other slot",
+                boot.slot
+            ));
+            let mut state = read_state(system)?;
+            record_host_rollback(&mut state, boot.slot, &err.to_string(), now_ms());
+            write_state(system, &mut state)?;
+        } else {
+            return Err(fail(
+                Exit::Image,
+                format!(
+                    "cannot boot slot {} of {}: {err}; no slot is good: rebuild and run the image again, or remove the system disk to start over",
+                    boot.slot,
+                    system.path().display()
+                ),
+            ));
         }
     }
 }
 
 /// Records that a trial failed where only the host could see it (kernel
 /// panic, QEMU failure, no verdict in time), with the console's last
-/// lines for `nodeos status`.
+/// lines for `nodeos status`; does nothing (false) when the guest already
+/// recorded a verdict for the slot.
 pub fn host_rollback(
     system: &SystemDisk,
     slot: Slot,
     reason: &str,
     console_tail: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut state = read_state(system)?;
+    if state.slot(slot).status != SlotStatus::Trying {
+        return Ok(false);
+    }
     record_host_rollback(&mut state, slot, reason, now_ms());
     if !console_tail.is_empty() {
         system
             .write_log_tail(console_tail)
             .with_context(|| format!("cannot write to {}", system.path().display()))?;
     }
-    write_state(system, &mut state)
+    write_state(system, &mut state)?;
+    Ok(true)
 }
 
 fn write_state(system: &SystemDisk, state: &mut State) -> anyhow::Result<()> {

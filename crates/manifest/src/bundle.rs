@@ -25,6 +25,9 @@ pub const PREFIX_LEN: usize = 24;
 pub const MAX_MANIFEST: usize = 64 << 10;
 /// Length of the signature after the manifest.
 pub const SIGNATURE_LEN: usize = 64;
+/// Longest image name or version a bundle may carry (npm allows 214 for
+/// names).
+pub const MAX_NAME: usize = 256;
 /// What the signature covers, before the manifest bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"nodeos-bundle-v1\0";
 
@@ -137,6 +140,12 @@ impl UpdateManifest {
             serde_json::from_slice(json).map_err(|e| BundleError::Manifest(e.to_string()))?;
         if manifest.format != FORMAT {
             return Err(BundleError::Format(manifest.format));
+        }
+        // The name and version go into the 4 KiB state record (twice).
+        if manifest.image.name.len() > MAX_NAME || manifest.image.version.len() > MAX_NAME {
+            return Err(BundleError::Manifest(format!(
+                "the image's name and version must be at most {MAX_NAME} bytes each"
+            )));
         }
         let boot = manifest.image.boot_artifacts();
         let listed: Vec<&str> = manifest

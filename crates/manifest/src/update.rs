@@ -18,6 +18,9 @@ use crate::slots::{LastUpdate, Slot, SlotStatus};
 pub const DEFAULT_UPDATE_PORT: u16 = 7070;
 /// Default seconds a new version has to pass its health check.
 pub const DEFAULT_HEALTH_TIMEOUT: u32 = 60;
+/// Longest health timeout: `nodeos run` gives a trial boot 300 s by
+/// default (`--trial-boot-timeout`) to reach a verdict, boot included.
+pub const MAX_HEALTH_TIMEOUT: u32 = 240;
 /// Default seconds the app must stay up when no health path is set.
 pub const DEFAULT_HEALTH_UPTIME: u32 = 10;
 /// The HTTP authentication scheme of agent requests.
@@ -103,10 +106,13 @@ impl HealthCheck {
                 format!("must start with / and hold no spaces or control characters, not {path:?}"),
             ));
         }
-        if !(1..=3600).contains(&self.timeout) {
+        if !(1..=MAX_HEALTH_TIMEOUT).contains(&self.timeout) {
             return Err(SettingsError::new(
                 "update.health.timeout",
-                format!("must be 1 to 3600 seconds, not {}", self.timeout),
+                format!(
+                    "must be 1 to {MAX_HEALTH_TIMEOUT} seconds, not {}",
+                    self.timeout
+                ),
             ));
         }
         if self.uptime == 0 || self.uptime > self.timeout {

@@ -217,7 +217,10 @@ impl Agent {
             Ok(answer) => answer,
             Err(e) => {
                 let reason = error_chain(&e);
-                if is_update {
+                // Only signed refusals: unsigned requests must not be able
+                // to flood the console and push the app's lines out of the
+                // log ring (the tail a rollback keeps).
+                if is_update && signed {
                     say!("update refused: {reason}");
                 }
                 (e.status(), error_json(e.code(), &reason), false)
