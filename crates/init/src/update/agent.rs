@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nodeos_manifest::update::{ErrorBody, STATUS_PATH, UPDATE_PATH};
 use serde::Serialize;
 
-use super::http::{self, Body, HeadError, READ_TIMEOUT, Timed};
+use super::http::{self, Body, HEAD_TIMEOUT, HeadError, READ_TIMEOUT, Timed};
 use super::install::{self, Receiving};
 use super::{Shared, UpdateError, auth, now_ms, status};
 use crate::{error_chain, say};
@@ -175,10 +175,10 @@ impl Agent {
         let deadline = started + CONNECTION_TIMEOUT;
         // Without the timeouts a silent client would hold a connection
         // forever; setting them does not fail on a connected socket.
-        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+        let _ = stream.set_read_timeout(Some(HEAD_TIMEOUT));
         let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_nodelay(true);
-        let (head, early) = match http::read_head(&mut Timed::new(&stream, started + READ_TIMEOUT))
+        let (head, early) = match http::read_head(&mut Timed::new(&stream, started + HEAD_TIMEOUT))
         {
             Ok(read) => read,
             Err(HeadError::Gone) => return,
@@ -188,6 +188,7 @@ impl Agent {
             }
             Err(HeadError::Malformed(reason)) => return refuse_unread(&stream, 400, &reason),
         };
+        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let is_update = head.path() == UPDATE_PATH;
         let content_length = match head.content_length() {
             Ok(n) => n,

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 pub(crate) const MAX_HEAD: usize = 8 << 10;
 /// Most headers in a request head.
 const MAX_HEADERS: usize = 32;
-/// How long a read may wait for the client (and the whole head may take).
+/// How long a read of the body may wait for the client.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the whole request head may take (each read of it waits at
+/// most this long too): before its signature is checked, a connection
+/// holds one of the few slots only briefly.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Headers that may appear once at most.
 const SINGLE: [&str; 4] = [
     "authorization",
@@ -157,7 +161,7 @@ impl<R: Read> Read for Timed<R> {
             {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("the client sent nothing for {} s", READ_TIMEOUT.as_secs()),
+                    "the client stopped sending",
                 ))
             }
             other => other,
