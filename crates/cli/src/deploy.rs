@@ -15,6 +15,7 @@ use nodeos_manifest::update::{PublicKey, Status};
 use crate::agent_client::{AgentError, Body, Client, Endpoint, printable};
 use crate::build::ProfileArg;
 use crate::exit::{Exit, fail};
+use crate::system::now_ms;
 use crate::ui::Ui;
 
 /// How often the appliance is asked whether the update went through.
@@ -354,12 +355,6 @@ fn print_json(json: bool, status: &Status) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(status)?);
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// `512 B`, `4.1 KiB`, `38.0 MiB`.

@@ -215,7 +215,8 @@ fn write_state(system: &SystemDisk, state: &mut State) -> anyhow::Result<()> {
     })
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch by the host's clock.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

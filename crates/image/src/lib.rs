@@ -33,9 +33,7 @@ pub use build::{
 pub use layers::{APP_FILE, RUNTIME_FILE};
 
 /// Lower-case hex of `bytes` (digests in cache keys, manifests, key files).
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use nodeos_manifest::update::to_hex as hex;
 
 /// Receives progress from the builder; the CLI draws it on stderr.
 pub trait Reporter: Sync {

@@ -107,7 +107,8 @@ pub fn with_ring<T>(f: impl FnOnce(&Ring) -> T) -> T {
     f(&logger().ring)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch by the guest's clock.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

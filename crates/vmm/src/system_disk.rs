@@ -35,6 +35,8 @@ use nodeos_manifest::slots::{
 };
 use sha2::{Digest, Sha256};
 
+use nodeos_manifest::update::to_hex as hex;
+
 use crate::data::Locked;
 
 const MIB: u64 = 1 << 20;
@@ -735,14 +737,6 @@ fn boot_hashes(manifest: &Manifest) -> Option<Vec<String>> {
         .into_iter()
         .map(|key| manifest.artifacts.get(key).map(|a| a.sha256.clone()))
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 #[cfg(test)]

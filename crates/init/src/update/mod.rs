@@ -264,9 +264,4 @@ pub(crate) fn read_slot_meta(boot_partition: &Path) -> Result<SlotMeta, String> 
     SlotMeta::decode(&area).map_err(|e| e.to_string())
 }
 
-/// Milliseconds since the epoch by the guest's clock.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use crate::log::now_ms;
