@@ -303,16 +303,27 @@ pub(crate) enum Locked {
     Io(std::io::Error),
 }
 
+/// How long a held `flock` is waited for before it counts as taken: a
+/// process forked while the image was open (ours or another tool's) holds
+/// the lock until it execs, which takes a few milliseconds at most.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Takes an exclusive `flock` on an open disk image (held until the file
-/// is closed); fails if another `nodeos run` holds one, or a QEMU holds
-/// its own (fcntl) locks on it.
+/// is closed); fails if another `nodeos run` holds one past [`LOCK_GRACE`],
+/// or a QEMU holds its own (fcntl) locks on it.
 pub(crate) fn lock_exclusive(file: &File) -> Result<(), Locked> {
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Locked::By("another `nodeos run`".into()));
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Locked::By("another `nodeos run`".into()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Locked::Io(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Locked::Io(e)),
     }
     let meta = file.metadata().map_err(Locked::Io)?;
     let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();

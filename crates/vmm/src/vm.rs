@@ -453,8 +453,14 @@ mod tests {
     /// on stderr and exits, to test the runner without a VM.
     fn fake_qemu(dir: &Path, script: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
+        // The executable is written by `cp`, never through a descriptor of
+        // this process: a child another test thread forks meanwhile would
+        // inherit that descriptor and make exec fail with ETXTBSY.
+        let source = dir.join("fake-qemu.sh");
+        std::fs::write(&source, format!("#!/bin/sh\n{script}\n")).unwrap();
         let path = dir.join("fake-qemu");
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        let copied = Command::new("cp").arg(&source).arg(&path).status().unwrap();
+        assert!(copied.success());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }

@@ -385,27 +385,21 @@ fn run_with_a_bad_env_file_line_names_file_and_line_but_not_the_secret() {
 /// `dir` and exits 1, as QEMU does on a bad option: `nodeos run` then fails
 /// with exit 10 without any VM.
 fn recording_qemu(dir: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let script = dir.join("fake-qemu");
-    std::fs::write(
-        &script,
-        format!(
-            r#"#!/bin/sh
-out='{}'
+    script(
+        dir,
+        "fake-qemu",
+        &format!(
+            r#"out='{}'
 for a in "$@"; do
   printf '%s\n' "$a" >> "$out/args"
   case "$a" in
     file=*,id=config,*) f="${{a#file=}}"; cp "${{f%%,format=raw*}}" "$out/config.img" ;;
   esac
 done
-exit 1
-"#,
+exit 1"#,
             dir.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 #[test]

@@ -283,11 +283,16 @@ pub fn fake_image_dir(dir: &Path) {
     .unwrap();
 }
 
-/// An executable shell script `dir/name` with `body`.
+/// An executable shell script `dir/name` with `body`. It is written by
+/// `cp`, never through a descriptor of this process: a child another test
+/// thread forks meanwhile would inherit it and make exec fail (ETXTBSY).
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
+    let source = dir.join(format!("{name}.source"));
+    std::fs::write(&source, format!("#!/bin/sh\n{body}\n")).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let copied = Command::new("cp").arg(&source).arg(&path).status().unwrap();
+    assert!(copied.success(), "cp {}", source.display());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
