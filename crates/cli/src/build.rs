@@ -31,7 +31,9 @@ pub struct BuildArgs {
     /// or a .pub file (ed25519:<hex>).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
-    /// Print the manifest of the built image as JSON on stdout.
+    /// Print what was built as JSON on stdout: the image directory, name,
+    /// version, Node.js and kernel versions, each artefact's path, size and
+    /// sha256, and the manifest.
     #[arg(long)]
     json: bool,
 }
@@ -61,10 +63,38 @@ pub fn run(args: BuildArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let json = args.json;
     let built = build_image(args, ui)?;
     if json {
-        let value = serde_json::json!({ "dir": built.dir, "manifest": built.manifest });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&summary(&built))?);
     }
     Ok(Exit::Success)
+}
+
+/// What `build --json` prints: the image directory, the versions in it,
+/// each artefact's path, size and sha256, and the whole manifest.
+fn summary(built: &Built) -> serde_json::Value {
+    let m = &built.manifest;
+    let artifacts: serde_json::Map<String, serde_json::Value> = m
+        .artifacts
+        .iter()
+        .map(|(key, a)| {
+            let value = serde_json::json!({
+                "path": built.dir.join(&a.path),
+                "size": a.size,
+                "sha256": a.sha256,
+            });
+            (key.clone(), value)
+        })
+        .collect();
+    serde_json::json!({
+        "dir": built.dir,
+        "name": m.name,
+        "version": m.version,
+        "profile": m.profile,
+        "node": m.node.version,
+        "kernel": m.kernel.version,
+        "size": m.artifacts.values().map(|a| a.size).sum::<u64>(),
+        "artifacts": artifacts,
+        "manifest": m,
+    })
 }
 
 /// Builds the image as `nodeos build` does (`deploy` builds through here too).
@@ -117,9 +147,10 @@ fn source_date_epoch(value: Option<std::ffi::OsString>) -> anyhow::Result<Option
 }
 
 /// Locates nodeos-init: `$NODEOS_INIT`, next to this executable (an
-/// installed nodeos), or the musl build of a source checkout. When none
-/// exists, returns the first place looked so the build reports it after
-/// checking the project.
+/// installed nodeos), or the musl build of a source checkout; a candidate
+/// that is not a static binary (a glibc build left by `cargo build
+/// --workspace`) is passed over. When none fits, returns the first place
+/// looked so the build reports it after checking the project.
 fn find_init() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NODEOS_INIT") {
         return Ok(PathBuf::from(path));
@@ -133,7 +164,7 @@ fn find_init() -> anyhow::Result<PathBuf> {
     ];
     Ok(candidates
         .iter()
-        .find(|p| p.is_file())
+        .find(|p| p.is_file() && nodeos_image::is_static_binary(p))
         .unwrap_or(&candidates[0])
         .clone())
 }

@@ -10,7 +10,9 @@ mod build;
 mod deploy;
 mod envfile;
 mod exit;
+mod init;
 mod keygen;
+mod nodedir;
 mod run;
 mod status;
 mod system;
@@ -28,8 +30,12 @@ use crate::ui::{ColorChoice, Ui};
 #[command(name = "nodeos", version, about = "Turn an npm project into a bootable VM appliance", long_about = None)]
 struct Cli {
     /// Print only errors and warnings.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Also print details: files and libraries found, cache hits, the QEMU
+    /// command line.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     /// When to color output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     color: ColorChoice,
@@ -39,6 +45,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Set up an npm project for nodeos: npm scripts, a "nodeos" key,
+    /// .gitignore lines
+    Init(init::InitArgs),
     /// Build the project into an image directory (dist/<name>.nodeos/)
     Build(build::BuildArgs),
     /// Boot an image directory under QEMU
@@ -50,6 +59,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Show what a running appliance runs and how its last update went
     Status(status::StatusArgs),
+    /// Print a directory with the guest Node.js's headers, for building
+    /// native addons: npm_config_nodedir=$(nodeos nodedir) npm ci
+    Nodedir(nodedir::NodedirArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,13 +76,15 @@ fn main() -> ExitCode {
             });
         }
     };
-    let ui = Ui::new(cli.color, cli.quiet);
+    let ui = Ui::new(cli.color, cli.quiet, cli.verbose);
     let result = match cli.command {
+        Command::Init(args) => init::run(args, &ui),
         Command::Build(args) => build::run(args, &ui),
         Command::Run(args) => run::run(args, &ui),
         Command::Keygen(args) => keygen::run(args, &ui),
         Command::Deploy(args) => deploy::run(args, &ui),
         Command::Status(args) => status::run(args, &ui),
+        Command::Nodedir(args) => nodedir::run(args, &ui),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),

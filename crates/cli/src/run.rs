@@ -14,6 +14,9 @@ use anyhow::Context;
 use nodeos_image::Reporter;
 use nodeos_image::project::Project;
 use nodeos_manifest::console;
+use nodeos_manifest::host::{
+    CPUS_RANGE, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, MEMORY_MIB_RANGE, VmSettings,
+};
 use nodeos_manifest::settings::{
     CheckStatus, Cidr, DATA_FAILED_MARKER, DataSettings, DataSize, MAX_GRACE_SECS, OnCheckFailure,
     StaticIpv4, check_env,
@@ -31,15 +34,16 @@ pub struct RunArgs {
     /// The image directory [default: dist/<name>.nodeos of the project in the current directory]
     #[arg(value_name = "IMAGE_DIR")]
     image: Option<PathBuf>,
-    /// Forward a host port to a guest port, e.g. 8080:3000 or 0.0.0.0:8080:3000 (repeatable).
+    /// Forward a host port to a guest port, e.g. 8080:3000 or
+    /// 0.0.0.0:8080:3000 (repeatable) [default: the image's ports, else none].
     #[arg(short = 'p', long = "publish", value_name = "[ADDR:]HOST:GUEST")]
     publish: Vec<PortForward>,
-    /// Guest memory in MiB.
-    #[arg(long, value_name = "MB", default_value_t = 256, value_parser = clap::value_parser!(u32).range(32..=1048576))]
-    memory: u32,
-    /// Number of virtual CPUs.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    cpus: u32,
+    /// Guest memory in MiB [default: the image's memory, else 256].
+    #[arg(long, value_name = "MB", value_parser = clap::value_parser!(u32).range(i64::from(*MEMORY_MIB_RANGE.start())..=i64::from(*MEMORY_MIB_RANGE.end())))]
+    memory: Option<u32>,
+    /// Number of virtual CPUs [default: the image's cpus, else 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(i64::from(*CPUS_RANGE.start())..=i64::from(*CPUS_RANGE.end())))]
+    cpus: Option<u32>,
     /// Accelerator: auto uses KVM only where it is proven to work, else TCG.
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
     accel: Accel,
@@ -105,6 +109,29 @@ pub struct RunArgs {
     trial_boot_timeout: Option<u64>,
 }
 
+/// The VM's memory, CPUs and port forwards: the flags, else the image's
+/// settings (package.json `nodeos.memory`, `cpus`, `ports`), else the
+/// defaults.
+struct VmShape {
+    memory: u32,
+    cpus: u32,
+    forwards: Vec<PortForward>,
+}
+
+impl VmShape {
+    fn new(args: &RunArgs, image: &VmSettings) -> VmShape {
+        VmShape {
+            memory: args.memory.or(image.memory).unwrap_or(DEFAULT_MEMORY_MIB),
+            cpus: args.cpus.or(image.cpus).unwrap_or(DEFAULT_CPUS),
+            forwards: if args.publish.is_empty() {
+                image.ports.clone()
+            } else {
+                args.publish.clone()
+            },
+        }
+    }
+}
+
 pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     // Bad flags are usage errors, reported before the image is even looked at.
     let mut run_config = run_config(&args, |key| std::env::var_os(key))?;
@@ -121,8 +148,9 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         None => default_image_dir()?,
     };
     let manifest = verify_image(&dir)?;
+    let shape = VmShape::new(&args, &manifest.vm);
     // A busy port fails before the data volume is created or checked.
-    nodeos_vmm::check_forwards(&args.publish)?;
+    nodeos_vmm::check_forwards(&shape.forwards)?;
     // Held until the VM has ended: the lock keeps other runs off the volume.
     let data = if args.no_data {
         None
@@ -159,18 +187,19 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             .with_context(|| format!("cannot read the kernel of slot {}", boot.slot))?;
         let config = |accel: Accel| {
             let mut config = VmConfig::for_slot(kernel.path(), system.path(), &meta, boot.slot);
-            config.memory_mb = args.memory;
-            config.cpus = args.cpus;
+            config.memory_mb = shape.memory;
+            config.cpus = shape.cpus;
             config.accel = accel;
-            config.forwards = args.publish.clone();
+            config.forwards = shape.forwards.clone();
             config.qemu = std::env::var_os("NODEOS_QEMU").map(PathBuf::from);
             config.console = ConsoleSink::Stdout;
             config.run_config = run_config.clone();
             config.data_disk = data.as_ref().map(|v| v.path().to_owned());
             config
         };
-        nodeos_vmm::check_forwards(&args.publish)?;
+        nodeos_vmm::check_forwards(&shape.forwards)?;
         let mut vm = start_vm(config, &mut accel, &dir, ui)?;
+        ui.detail(vm.command_line());
         ui.note(&format!(
             "booting {} v{} from slot {}{} with {} ({} MiB, {} CPU); Ctrl-C stops it",
             image.name,
@@ -178,11 +207,11 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
             boot.slot,
             if boot.trial { " (trial)" } else { "" },
             vm.accel(),
-            args.memory,
-            args.cpus
+            shape.memory,
+            shape.cpus
         ));
         if first_boot {
-            for fwd in &args.publish {
+            for fwd in &shape.forwards {
                 ui.note(&format!(
                     "forwarding {}:{} -> guest port {}",
                     fwd.host_addr, fwd.host_port, fwd.guest_port

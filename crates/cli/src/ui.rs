@@ -18,11 +18,14 @@ pub enum ColorChoice {
 pub struct Ui {
     color: bool,
     quiet: bool,
+    verbose: bool,
     progress: bool,
 }
 
 impl Ui {
-    pub fn new(color: ColorChoice, quiet: bool) -> Self {
+    /// `quiet` hides everything but warnings and errors; `verbose` adds
+    /// details (what was found, chosen or run). They exclude each other.
+    pub fn new(color: ColorChoice, quiet: bool, verbose: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let color = match color {
             ColorChoice::Always => true,
@@ -32,6 +35,7 @@ impl Ui {
         Ui {
             color,
             quiet,
+            verbose: verbose && !quiet,
             progress: terminal && !quiet,
         }
     }
@@ -71,6 +75,16 @@ impl Reporter for Ui {
         if !self.quiet {
             let verb = self.paint("1;32", &format!("{verb:>12}"));
             let _ = writeln!(std::io::stderr(), "{verb} {message}");
+        }
+    }
+
+    fn detail(&self, message: &str) {
+        if self.verbose {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {message}",
+                self.paint("2", &format!("{:>12}", "·"))
+            );
         }
     }
 

@@ -104,18 +104,21 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
     );
     // Output directories are `*.nodeos`, which app_files always leaves out.
     let files = deps::app_files(&project, &[])?;
+    report_files(&files, reporter);
     let given_kernel = options.kernel.as_deref().map(kernel::inspect).transpose()?;
 
     let registry = RegistryConfig::from_npm(&project.dir)?;
     let node = node::fetch_node(project.engines_node.as_deref(), &registry, reporter)?;
+    // Addons for another platform or Node.js are the user's to fix: said
+    // before the kernel build.
+    let mut binaries = vec![node.binary.clone()];
+    binaries.extend(deps::native_addons(&project, &files, &node)?);
     check_init(&options.init)?;
     let kernel = match given_kernel {
         Some(kernel) => kernel,
         None => kernel::project_kernel(&cache::cache_dir()?, reporter)?,
     };
 
-    let mut binaries = vec![node.binary.clone()];
-    binaries.extend(deps::native_addons(&files));
     // An addon's $ORIGIN is its place under /app; libraries it ships in the
     // app tree are already part of the files.
     let search = LibrarySearch {
@@ -123,6 +126,17 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
         ..LibrarySearch::default()
     };
     let libraries = elf::resolve_libraries(&binaries, &search)?;
+    for addon in &binaries[1..] {
+        reporter.detail(&format!("native addon {}", addon.display()));
+    }
+    for lib in &libraries {
+        reporter.detail(&format!(
+            "library {} = {} → {}",
+            lib.name,
+            lib.host_path.display(),
+            lib.guest_path.display()
+        ));
+    }
     for lib in libraries.iter().filter(|lib| lib.outside_loader_path) {
         reporter.warn(&format!(
             "{} was found in {}, which the guest's dynamic loader does not search; it may fail to load",
@@ -165,6 +179,46 @@ pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, B
     let built = result?;
     reporter.status("Finished", &built.dir.display().to_string());
     Ok(built)
+}
+
+/// Tells `--verbose` what goes into /app: how many files and bytes, and
+/// which installed packages.
+fn report_files(files: &[AppFile], reporter: &dyn Reporter) {
+    let mut bytes = 0;
+    let mut count = 0;
+    let mut packages = Vec::new();
+    for file in files {
+        if let FileKind::File { .. } = file.kind {
+            count += 1;
+            bytes += fs::metadata(&file.source).map(|m| m.len()).unwrap_or(0);
+            if let Some(package) = installed_package(&file.dest) {
+                packages.push(package.display().to_string());
+            }
+        }
+    }
+    reporter.detail(&format!(
+        "app: {count} files, {bytes} bytes, {} installed packages",
+        packages.len()
+    ));
+    for package in packages {
+        reporter.detail(&format!("package {package}"));
+    }
+}
+
+/// The package directory of `dest` if it is an installed package's
+/// manifest: `…/node_modules/name/package.json` or
+/// `…/node_modules/@scope/name/package.json`.
+fn installed_package(dest: &Path) -> Option<&Path> {
+    if dest.file_name()? != "package.json" {
+        return None;
+    }
+    let dir = dest.parent()?;
+    let parent = dir.parent()?;
+    let modules = match parent.file_name()?.to_str()? {
+        scope if scope.starts_with('@') => parent.parent()?,
+        _ => parent,
+    };
+    (modules.file_name()? == "node_modules").then_some(dir)
 }
 
 /// `project` with its update key replaced by `key`, if one is given: the
@@ -316,6 +370,7 @@ fn write_image(
             app: "app".to_owned(),
         },
         data: plan.project.settings.data,
+        vm: plan.project.vm.clone(),
         update_key: plan.project.settings.update.public_key,
         artifacts,
         builder: format!("nodeos {}", env!("CARGO_PKG_VERSION")),
@@ -387,15 +442,18 @@ fn check_init(path: &Path) -> Result<(), BuildError> {
             path: path.to_owned(),
         });
     }
-    let deps = elf::read_elf_deps(path).map_err(|_| BuildError::InitNotStatic {
-        path: path.to_owned(),
-    })?;
-    if deps.interpreter.is_some() || !deps.needed.is_empty() {
+    if !is_static_binary(path) {
         return Err(BuildError::InitNotStatic {
             path: path.to_owned(),
         });
     }
     Ok(())
+}
+
+/// Whether `path` is an ELF executable that needs no dynamic loader and no
+/// shared library, as the guest's /sbin/init must be.
+pub fn is_static_binary(path: &Path) -> bool {
+    elf::read_elf_deps(path).is_ok_and(|deps| deps.interpreter.is_none() && deps.needed.is_empty())
 }
 
 /// Moves the finished temporary directory to `dest`, replacing whatever

@@ -310,6 +310,7 @@ mod tests {
                 app: "app".into(),
             },
             data: settings::DataSettings::default(),
+            vm: Default::default(),
             update_key: None,
             artifacts,
             builder: "test".into(),

@@ -1,16 +1,22 @@
 //! package.json's `"nodeos"` key: how the appliance runs the app.
 //!
 //! Its keys are the fields of [`Settings`] (`restart`, `grace`,
-//! `logFormat`, `port`, `network`) plus `env`, extra environment for the
-//! app. [`parse`] checks all of it and names the offending key by its full
+//! `logFormat`, `port`, `network`, `data`, `update`), which the guest
+//! reads; `env`, extra environment for the app; and the keys only the host
+//! reads: `memory`, `cpus` and `ports` ([`VmSettings`], for `nodeos run`)
+//! and `node` (the Node.js version range, instead of `engines.node`).
+//! [`parse`] checks all of it and names the offending key by its full
 //! path (`nodeos.network.ipv4.gateway`) when something is wrong; an unknown
 //! key gets the closest valid key as a suggestion. The reference is
-//! docs/config.md.
+//! docs/config.md; docs/nodeos.schema.json describes the same keys as a
+//! JSON Schema (a test keeps the two in step).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 
 use nodeos_manifest::Settings;
+use nodeos_manifest::host::{PortForward, VmSettings};
 use nodeos_manifest::settings::{Cidr, StaticIpv4, StaticIpv6, check_env};
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
@@ -19,6 +25,10 @@ use serde_path_to_error::Segment;
 pub const KEY: &str = "nodeos";
 /// The key of the extra environment inside `"nodeos"`.
 const ENV_KEY: &str = "env";
+/// A comment for people (JSON has none); ignored.
+const COMMENT_KEY: &str = "$comment";
+/// The keys only the host reads, taken out before [`Settings`] is read.
+const HOST_KEYS: [&str; 4] = ["memory", "cpus", "ports", "node"];
 
 /// What the `"nodeos"` key asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +37,10 @@ pub struct NodeosConfig {
     /// `env`: extra environment of the app, exactly as written (no
     /// `NODE_ENV` default, never `PORT`).
     pub env: BTreeMap<String, String>,
+    /// `memory`, `cpus`, `ports`: how `nodeos run` starts the VM.
+    pub vm: VmSettings,
+    /// `node`: the Node.js version range, instead of `engines.node`.
+    pub node: Option<String>,
 }
 
 /// A problem with the `"nodeos"` key.
@@ -54,7 +68,9 @@ impl ConfigError {
 const FIX_VALUE: &str = "fix it, or remove it to use the default (see docs/config.md)";
 
 /// Reads the `"nodeos"` value of package.json (`None` or `null`: defaults).
-pub fn parse(value: Option<&Value>) -> Result<NodeosConfig, ConfigError> {
+/// `dir` is the project directory, which a key file path in
+/// `update.publicKey` is relative to.
+pub fn parse(value: Option<&Value>, dir: &Path) -> Result<NodeosConfig, ConfigError> {
     let object = match value {
         None | Some(Value::Null) => return Ok(NodeosConfig::default()),
         Some(Value::Object(object)) => object,
@@ -67,10 +83,93 @@ pub fn parse(value: Option<&Value>) -> Result<NodeosConfig, ConfigError> {
         }
     };
     let mut settings_object = object.clone();
+    // JSON Schema's comment keyword, which `nodeos init` writes.
+    settings_object.remove(COMMENT_KEY);
     let env = settings_object.remove(ENV_KEY);
+    let mut host_object = Map::new();
+    for key in HOST_KEYS {
+        if let Some(value) = settings_object.remove(key) {
+            host_object.insert(key.to_owned(), value);
+        }
+    }
+    read_key_file(&mut settings_object, dir)?;
     let settings = settings(settings_object)?;
     let env = env_vars(env.as_ref())?;
-    Ok(NodeosConfig { settings, env })
+    let (vm, node) = host_keys(host_object)?;
+    Ok(NodeosConfig {
+        settings,
+        env,
+        vm,
+        node,
+    })
+}
+
+/// Reads the host-only keys.
+fn host_keys(object: Map<String, Value>) -> Result<(VmSettings, Option<String>), ConfigError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct HostKeys {
+        memory: Option<u32>,
+        cpus: Option<u32>,
+        #[serde(default)]
+        ports: Vec<PortForward>,
+        node: Option<String>,
+    }
+    let value = Value::Object(object);
+    let keys: HostKeys =
+        serde_path_to_error::deserialize(&value).map_err(|e| serde_error(&value, &e))?;
+    let vm = VmSettings {
+        memory: keys.memory,
+        cpus: keys.cpus,
+        ports: keys.ports,
+    };
+    vm.validate()
+        .map_err(|(key, problem)| ConfigError::new(format!("{KEY}.{key}"), problem, FIX_VALUE))?;
+    if let Some(range) = &keys.node
+        && let Err(e) = nodejs_semver::Range::parse(range.trim())
+    {
+        return Err(ConfigError::new(
+            format!("{KEY}.node"),
+            format!("{range:?} is not a version range ({e})"),
+            r#"write a Node.js version or range, e.g. "node": "22" or "node": "^22.11""#,
+        ));
+    }
+    Ok((vm, keys.node))
+}
+
+/// Replaces a file path in `update.publicKey` (anything not starting with
+/// `ed25519:`) by the public key the file holds: a `.pub` file or a public
+/// key PEM, relative to `dir`. A private key is refused: it has no place in
+/// a project.
+fn read_key_file(object: &mut Map<String, Value>, dir: &Path) -> Result<(), ConfigError> {
+    let Some(Value::String(written)) = object
+        .get_mut("update")
+        .and_then(|u| u.get_mut("publicKey"))
+    else {
+        return Ok(());
+    };
+    if written.starts_with(crate::keys::PUBLIC_KEY_PREFIX) {
+        return Ok(());
+    }
+    let key = format!("{KEY}.update.publicKey");
+    let path = dir.join(&*written);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    if text.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is a private key", path.display()),
+            "point it at the public key (the .pub file `nodeos keygen` wrote beside it) and keep the private key out of the project",
+        ));
+    }
+    let public = crate::keys::read_public(&path).map_err(|e| {
+        ConfigError::new(
+            key,
+            e.to_string(),
+            r#"write the key itself ("ed25519:<64 hex digits>") or the path of a .pub file, relative to package.json"#,
+        )
+    })?;
+    *written = public.to_string();
+    Ok(())
 }
 
 /// Deserialises and validates the settings keys (everything but `env`).
@@ -115,6 +214,7 @@ fn unknown_key(value: &Value, segments: &[&Segment]) -> Option<ConfigError> {
     let mut candidates: Vec<&str> = valid.keys().map(String::as_str).collect();
     if parent.is_empty() {
         candidates.push(ENV_KEY);
+        candidates.extend(HOST_KEYS);
     }
     candidates.sort_unstable();
     let help = match closest(unknown, &candidates) {
@@ -298,7 +398,7 @@ mod tests {
 
     fn parse_str(json: &str) -> Result<NodeosConfig, ConfigError> {
         let value: Value = serde_json::from_str(json).expect("test JSON");
-        parse(Some(&value))
+        parse(Some(&value), Path::new("."))
     }
 
     #[track_caller]
@@ -308,8 +408,14 @@ mod tests {
 
     #[test]
     fn no_key_or_null_or_empty_object_means_defaults() {
-        assert_eq!(parse(None).unwrap(), NodeosConfig::default());
-        assert_eq!(parse(Some(&Value::Null)).unwrap(), NodeosConfig::default());
+        assert_eq!(
+            parse(None, Path::new(".")).unwrap(),
+            NodeosConfig::default()
+        );
+        assert_eq!(
+            parse(Some(&Value::Null), Path::new(".")).unwrap(),
+            NodeosConfig::default()
+        );
         assert_eq!(parse_str("{}").unwrap(), NodeosConfig::default());
         assert_eq!(NodeosConfig::default().settings, Settings::default());
     }
@@ -354,7 +460,7 @@ mod tests {
             .and_then(|rest| rest.split("```").next())
             .expect("docs/config.md has a JSON example");
         let package: Value = serde_json::from_str(example).expect("the example is JSON");
-        let config = parse(package.get(KEY)).expect("the example is valid");
+        let config = parse(package.get(KEY), Path::new(".")).expect("the example is valid");
         assert_ne!(config.settings, Settings::default());
         assert!(!config.env.is_empty());
     }
@@ -412,9 +518,10 @@ mod tests {
         assert_eq!(e.key, "nodeos.network.ipv4.gw");
         assert!(e.help.starts_with("the keys here are"), "{e:?}");
         assert!(e.help.contains(r#""gateway""#), "{e:?}");
-        let e = error(r#"{"memory":"128M"}"#);
-        assert_eq!(e.key, "nodeos.memory");
+        let e = error(r#"{"kernelArgs":"quiet"}"#);
+        assert_eq!(e.key, "nodeos.kernelArgs");
         assert!(e.help.contains(r#""restart""#) && e.help.contains(r#""env""#));
+        assert!(e.help.contains(r#""memory""#) && e.help.contains(r#""node""#));
     }
 
     #[test]
@@ -504,7 +611,150 @@ mod tests {
         assert_eq!(keys(&sample["network"]["ipv6"]), ["address", "gateway"]);
         // The sample itself is valid, so it round-trips.
         let value = Value::Object(sample.as_object().unwrap().clone());
-        assert!(parse(Some(&value)).is_ok());
+        assert!(parse(Some(&value), Path::new(".")).is_ok());
+    }
+
+    /// docs/nodeos.schema.json, which the npm package ships for editors.
+    fn schema() -> Value {
+        serde_json::from_str(include_str!("../../../docs/nodeos.schema.json"))
+            .expect("the schema is JSON")
+    }
+
+    /// Compares the schema's object keys with the accepted ones at `path`,
+    /// recursively; every object is closed (`additionalProperties: false`).
+    fn assert_same_keys(schema: &Value, accepted: &Map<String, Value>, path: &str) {
+        let properties = schema["properties"].as_object().expect(path);
+        assert_eq!(schema["additionalProperties"], false, "{path} is closed");
+        let mut in_schema: Vec<&String> = properties.keys().collect();
+        let mut in_parser: Vec<&String> = accepted.keys().collect();
+        in_schema.sort();
+        in_parser.sort();
+        assert_eq!(in_schema, in_parser, "the keys of {path}");
+        for (key, sub) in properties {
+            if let (Some(_), Some(Value::Object(inner))) =
+                (sub.get("properties"), accepted.get(key))
+            {
+                assert_same_keys(sub, inner, &format!("{path}.{key}"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_json_schema_lists_exactly_the_accepted_keys() {
+        let mut accepted = all_keys_sample().as_object().unwrap().clone();
+        for key in HOST_KEYS.iter().chain([&ENV_KEY, &COMMENT_KEY]) {
+            accepted.insert((*key).to_owned(), Value::Null);
+        }
+        assert_same_keys(&schema(), &accepted, KEY);
+    }
+
+    #[test]
+    fn the_json_schema_enums_and_defaults_are_the_parsers() {
+        let schema = schema();
+        let props = &schema["properties"];
+        for (key, value) in [
+            ("restart", &props["restart"]),
+            ("logFormat", &props["logFormat"]),
+        ] {
+            for choice in value["enum"].as_array().unwrap() {
+                let json = serde_json::json!({ key: choice }).to_string();
+                parse_str(&json).unwrap_or_else(|e| panic!("{json}: {e:?}"));
+            }
+        }
+        for choice in props["data"]["properties"]["onCheckFailure"]["enum"]
+            .as_array()
+            .unwrap()
+        {
+            parse_str(&serde_json::json!({"data": {"onCheckFailure": choice}}).to_string())
+                .unwrap();
+        }
+        // Every default the schema states is what an empty key gives.
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let check = |schema: &Value, actual: &Value, path: &str| {
+            if let Some(default) = schema.get("default") {
+                assert_eq!(default, actual, "default of {path}");
+            }
+        };
+        for key in ["restart", "grace", "logFormat", "port"] {
+            check(&props[key], &defaults[key], key);
+        }
+        check(
+            &props["network"]["properties"]["dhcpTimeout"],
+            &defaults["network"]["dhcpTimeout"],
+            "network.dhcpTimeout",
+        );
+        check(
+            &props["data"]["properties"]["onCheckFailure"],
+            &defaults["data"]["onCheckFailure"],
+            "data.onCheckFailure",
+        );
+        let update = &props["update"]["properties"];
+        check(&update["port"], &defaults["update"]["port"], "update.port");
+        for key in ["timeout", "uptime"] {
+            check(
+                &update["health"]["properties"][key],
+                &defaults["update"]["health"][key],
+                key,
+            );
+        }
+        use nodeos_manifest::host::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+        assert_eq!(props["memory"]["default"], DEFAULT_MEMORY_MIB);
+        assert_eq!(props["cpus"]["default"], DEFAULT_CPUS);
+    }
+
+    #[test]
+    fn host_keys_are_read_apart_from_the_guest_settings() {
+        let config =
+            parse_str(r#"{"memory":512,"cpus":2,"ports":["8080:3000"],"node":"20","port":3000}"#)
+                .unwrap();
+        assert_eq!(config.vm.memory, Some(512));
+        assert_eq!(config.vm.cpus, Some(2));
+        assert_eq!(config.vm.ports, vec![PortForward::localhost(8080, 3000)]);
+        assert_eq!(config.node.as_deref(), Some("20"));
+        assert_eq!(config.settings, Settings::default());
+        let e = error(r#"{"memory":"512M"}"#);
+        assert_eq!(e.key, "nodeos.memory");
+        let e = error(r#"{"memory":16}"#);
+        assert_eq!(
+            (e.key.as_str(), e.problem.as_str()),
+            ("nodeos.memory", "16 MiB is outside 32–1048576 MiB")
+        );
+        let e = error(r#"{"cpus":0}"#);
+        assert_eq!(e.key, "nodeos.cpus");
+        let e = error(r#"{"ports":["8080"]}"#);
+        assert_eq!(e.key, "nodeos.ports[0]");
+        assert!(e.problem.starts_with(r#"missing ":"; expected"#), "{e:?}");
+        let e = error(r#"{"node":"lts please"}"#);
+        assert_eq!(e.key, "nodeos.node");
+        let e = error(r#"{"memroy":512}"#);
+        assert_eq!(
+            (e.key.as_str(), e.help.as_str()),
+            ("nodeos.memroy", "did you mean \"memory\"?")
+        );
+    }
+
+    #[test]
+    fn a_public_key_path_is_read_relative_to_the_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::keys::generate().unwrap();
+        let private = dir.path().join("keys/update.pem");
+        std::fs::create_dir_all(private.parent().unwrap()).unwrap();
+        crate::keys::write_pair(&key, &private).unwrap();
+        let parse_in = |json: &str| {
+            let value: Value = serde_json::from_str(json).unwrap();
+            parse(Some(&value), dir.path())
+        };
+        let config = parse_in(r#"{"update":{"publicKey":"keys/update.pem.pub"}}"#).unwrap();
+        assert_eq!(
+            config.settings.update.public_key,
+            Some(crate::keys::public_key(&key))
+        );
+        let e = parse_in(r#"{"update":{"publicKey":"keys/update.pem"}}"#).unwrap_err();
+        assert_eq!(e.key, "nodeos.update.publicKey");
+        assert!(e.problem.ends_with("is a private key"), "{e:?}");
+        let e = parse_in(r#"{"update":{"publicKey":"keys/missing.pub"}}"#).unwrap_err();
+        assert_eq!(e.key, "nodeos.update.publicKey");
+        assert!(e.help.contains(".pub file"), "{e:?}");
     }
 
     #[test]

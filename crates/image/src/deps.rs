@@ -28,17 +28,48 @@
 //!   resolves modules exactly as the host does; when it is outside, the real
 //!   contents are copied at the `node_modules` path;
 //! - a dangling link is kept as it is.
+//!
+//! What is installed is checked against the project while it is collected
+//! ([`crate::lockfile`]): with dependencies but no `node_modules`, the
+//! build stops and says which install command to run; with an npm
+//! lockfile, package.json's dependencies must be in it and every package
+//! taken must be installed as it says. docs/dependencies.md has the rules
+//! and the errors.
+//!
+//! `.nodeosignore` in the project directory leaves files out of the app.
+//! It has gitignore syntax (`#` comments, `!` to re-include, a leading `/`
+//! anchors, a trailing `/` matches only directories, `**`), and its
+//! patterns are matched against each entry's path in the app, which is its
+//! path relative to the project directory: `src/test/a.js`, and for
+//! installed packages `node_modules/a/README.md` or
+//! `node_modules/a/node_modules/b/docs/`. A pattern without a `/` (other
+//! than a trailing one) matches a name at any depth, inside node_modules
+//! too: `*.md` drops every package's README. As in git, a file inside an
+//! excluded directory cannot be re-included. package.json files are always
+//! kept (Node.js reads them to resolve modules); a pattern that excludes the
+//! entry file or a whole package the app needs is an error, as is one that
+//! is not a valid glob.
+//!
+//! Finally the `*.node` files are checked ([`crate::addons`]).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde_json::Value;
 
+use crate::addons;
+use crate::lockfile::{Lockfile, PackageManager};
+use crate::node::NodeRuntime;
 use crate::project::{Project, ProjectError, read_package_json};
+
+/// The file that lists paths to leave out of the app, in the project
+/// directory.
+pub const IGNORE_FILE: &str = ".nodeosignore";
 
 /// One entry of the app tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +99,19 @@ pub enum FileKind {
 /// out of the project's own files, e.g. the build output directory.
 pub fn app_files(project: &Project, exclude: &[PathBuf]) -> Result<Vec<AppFile>, ProjectError> {
     let root = project.dir.clone();
+    let manager = PackageManager::detect(&root);
+    let lockfile = match manager {
+        PackageManager::NpmLocked => Lockfile::read(&root)?,
+        _ => None,
+    };
+    if let Some(lockfile) = &lockfile {
+        let optional = &project.optional_dependencies;
+        let production = project
+            .dependencies
+            .iter()
+            .filter(|(name, _)| !optional.contains_key(*name));
+        lockfile.check_root(production.chain(optional))?;
+    }
     let excludes = exclude
         .iter()
         .map(|path| {
@@ -85,6 +129,9 @@ pub fn app_files(project: &Project, exclude: &[PathBuf]) -> Result<Vec<AppFile>,
         keep_dist: project.entry.starts_with("dist/"),
         files: BTreeMap::new(),
         placed: vec![(PathBuf::new(), root.clone())],
+        ignore: IgnoreFile::read(&root)?,
+        lockfile,
+        install: manager.install_command(),
     };
     let mut chain = Vec::new();
     c.copy_tree(
@@ -96,28 +143,107 @@ pub fn app_files(project: &Project, exclude: &[PathBuf]) -> Result<Vec<AppFile>,
     )?;
     c.add_dependencies(project)?;
     c.add_parent_dirs();
-    Ok(c.files.into_values().collect())
+    if let Some(ignore) = &c.ignore
+        && !c.files.contains_key(Path::new(&project.entry))
+        && let Some((line, pattern)) = ignore.excludes(Path::new(&project.entry), false)
+    {
+        return Err(ProjectError::IgnoredButNeeded {
+            path: ignore.path.clone(),
+            line,
+            pattern,
+            what: format!("the entry file {}", project.entry),
+        });
+    }
+    let files: Vec<AppFile> = c.files.into_values().collect();
+    addons::check(&files, manager)?;
+    Ok(files)
 }
 
-/// The sources of the native addons (`*.node` ELF files) among `files`.
-pub fn native_addons(files: &[AppFile]) -> Vec<PathBuf> {
-    files
-        .iter()
-        .filter(|f| {
-            matches!(f.kind, FileKind::File { .. })
-                && f.dest.extension() == Some(OsStr::new("node"))
-                && is_elf(&f.source)
-        })
-        .map(|f| f.source.clone())
-        .collect()
+/// The sources of the native addons among `files` (the project's, from
+/// [`app_files`]) that the guest loads: x86-64 Linux ELF files, each built
+/// for `node`'s ABI unless it uses Node-API (see [`crate::addons`]).
+pub fn native_addons(
+    project: &Project,
+    files: &[AppFile],
+    node: &NodeRuntime,
+) -> Result<Vec<PathBuf>, ProjectError> {
+    let manager = PackageManager::detect(&project.dir);
+    let addons = addons::check(files, manager)?;
+    addons::check_abi(&addons, node, manager)?;
+    Ok(addons.into_iter().map(|a| a.source).collect())
 }
 
-fn is_elf(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"\x7fELF"
+/// `.nodeosignore`, read (see the module documentation).
+struct IgnoreFile {
+    path: PathBuf,
+    matcher: Gitignore,
+    /// The line number of each pattern, by its text.
+    lines: BTreeMap<String, usize>,
+}
+
+impl IgnoreFile {
+    fn read(root: &Path) -> Result<Option<IgnoreFile>, ProjectError> {
+        let path = root.join(IGNORE_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io_error(&path, source)),
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut builder = GitignoreBuilder::new(root);
+        let mut lines = BTreeMap::new();
+        for (index, line) in text.lines().enumerate() {
+            builder.add_line(Some(path.clone()), line).map_err(|e| {
+                ProjectError::IgnorePattern {
+                    path: path.clone(),
+                    line: index + 1,
+                    pattern: line.trim().to_string(),
+                    message: glob_message(e),
+                }
+            })?;
+            lines
+                .entry(line.trim_end().to_string())
+                .or_insert(index + 1);
+        }
+        let matcher = builder.build().map_err(|e| ProjectError::IgnorePattern {
+            path: path.clone(),
+            line: 0,
+            pattern: String::new(),
+            message: glob_message(e),
+        })?;
+        Ok(Some(IgnoreFile {
+            path,
+            matcher,
+            lines,
+        }))
+    }
+
+    /// Whether the entry at `dest` in the app is left out, given that its
+    /// parent directory is not.
+    fn ignores(&self, dest: &Path, is_dir: bool) -> bool {
+        self.matcher.matched(dest, is_dir).is_ignore()
+    }
+
+    /// The line and pattern that leave out `dest` or a parent directory of
+    /// it, if one does.
+    fn excludes(&self, dest: &Path, is_dir: bool) -> Option<(usize, String)> {
+        match self.matcher.matched_path_or_any_parents(dest, is_dir) {
+            ignore::Match::Ignore(glob) => {
+                let pattern = glob.original().to_string();
+                let line = self.lines.get(&pattern).copied().unwrap_or(0);
+                Some((line, pattern))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The reason a gitignore pattern is not valid, without the pattern.
+fn glob_message(e: ignore::Error) -> String {
+    match e {
+        ignore::Error::Glob { err, .. } => err,
+        other => other.to_string(),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -136,6 +262,11 @@ struct Collector {
     files: BTreeMap<PathBuf, AppFile>,
     /// Which host directory each placed package directory (by dest) holds.
     placed: Vec<(PathBuf, PathBuf)>,
+    ignore: Option<IgnoreFile>,
+    /// npm's lockfile, when npm installed node_modules with one.
+    lockfile: Option<Lockfile>,
+    /// The command that installs node_modules (for errors).
+    install: &'static str,
 }
 
 impl Collector {
@@ -165,7 +296,13 @@ impl Collector {
             let path = entry.path();
             let to = dest.join(&name);
             let meta = fs::symlink_metadata(&path).map_err(|source| io_error(&path, source))?;
-            if self.skipped(&path, &name, dest, meta.is_dir(), filter) {
+            if self.skipped(&path, &name, dest, meta.is_dir(), filter)
+                || (name != "package.json"
+                    && self
+                        .ignore
+                        .as_ref()
+                        .is_some_and(|i| i.ignores(&to, meta.is_dir())))
+            {
                 continue;
             }
             if meta.file_type().is_symlink() {
@@ -292,14 +429,41 @@ impl Collector {
                     if optional {
                         continue;
                     }
-                    return Err(ProjectError::DependencyNotInstalled { name, required_by });
+                    if !self.root.join("node_modules").is_dir() {
+                        return Err(ProjectError::NodeModulesMissing {
+                            install: self.install,
+                        });
+                    }
+                    return Err(ProjectError::DependencyNotInstalled {
+                        name,
+                        required_by,
+                        install: self.install,
+                    });
                 };
-                let (at, real) = found;
+                let Found { at, real, host } = found;
                 if !visited.insert(at.clone()) {
                     continue;
                 }
                 let manifest_path = real.join("package.json");
                 let manifest = read_package_json(&manifest_path)?.unwrap_or_default();
+                if let Some(lockfile) = &self.lockfile {
+                    lockfile.check_package(
+                        &name,
+                        &relative_to(&self.root, &host),
+                        &relative_to(&self.root, &real),
+                        manifest.get("version").and_then(Value::as_str),
+                    )?;
+                }
+                if let Some(ignore) = &self.ignore
+                    && let Some((line, pattern)) = ignore.excludes(&at, true)
+                {
+                    return Err(ProjectError::IgnoredButNeeded {
+                        path: ignore.path.clone(),
+                        line,
+                        pattern,
+                        what: format!("the package {name} at {}", at.display()),
+                    });
+                }
                 let mut next = BTreeMap::new();
                 for (field, optional) in [
                     ("peerDependencies", true),
@@ -320,15 +484,15 @@ impl Collector {
         Ok(())
     }
 
-    /// Looks `name` up from the package placed at `from` as Node.js does.
-    /// Returns the package's dest and real host directory, having placed it
-    /// (and a link to it, when it is reached through one).
+    /// Looks `name` up from the package placed at `from` as Node.js does,
+    /// and places what it finds (and a link to it, when it is reached
+    /// through one).
     fn resolve(
         &mut self,
         from: &Path,
         name: &str,
         required_by: &str,
-    ) -> Result<Option<(PathBuf, PathBuf)>, ProjectError> {
+    ) -> Result<Option<Found>, ProjectError> {
         if !valid_dependency_name(name) {
             return Err(ProjectError::InvalidDependencyName {
                 name: name.to_string(),
@@ -341,7 +505,8 @@ impl Collector {
                 let candidate = dir.join("node_modules").join(name);
                 let host = self.host_for(&candidate);
                 if host.is_dir() {
-                    return self.place(candidate, &host).map(Some);
+                    let (at, real) = self.place(candidate, &host)?;
+                    return Ok(Some(Found { at, real, host }));
                 }
             }
             if !dir.pop() {
@@ -394,6 +559,32 @@ impl Collector {
             self.add(source, dir, FileKind::Dir);
         }
     }
+}
+
+/// A package found by [`Collector::resolve`].
+struct Found {
+    /// Where it is placed in the app.
+    at: PathBuf,
+    /// Its real directory on the host.
+    real: PathBuf,
+    /// Where Node.js finds it on the host (`real`, or a link to it).
+    host: PathBuf,
+}
+
+/// The path of `path` relative to `root` (both absolute), with `..` when it
+/// lies outside.
+fn relative_to(root: &Path, path: &Path) -> PathBuf {
+    let root: Vec<Component> = root.components().collect();
+    let path: Vec<Component> = path.components().collect();
+    let common = root.iter().zip(&path).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..root.len() {
+        out.push("..");
+    }
+    for part in &path[common..] {
+        out.push(part);
+    }
+    out
 }
 
 fn io_error(path: &Path, source: io::Error) -> ProjectError {
@@ -566,7 +757,9 @@ mod tests {
             .package("node_modules/a", "a", r#","dependencies":{"b":"1"}"#);
         let e = t.files(&[]).expect_err("b is missing");
         match &e {
-            ProjectError::DependencyNotInstalled { name, required_by } => {
+            ProjectError::DependencyNotInstalled {
+                name, required_by, ..
+            } => {
                 assert_eq!(name, "b");
                 assert_eq!(required_by, "a at node_modules/a");
             }
@@ -704,19 +897,253 @@ mod tests {
     }
 
     #[test]
-    fn native_addons_are_elf_dot_node_files() {
+    fn native_addons_are_checked_and_named_by_their_package() {
         let t = Tree::new();
-        t.package(".", "app", "").file("fake.node", "not elf");
+        t.package(".", "app", r#","dependencies":{"a":"1","mac-only":"1"}"#)
+            .package("node_modules/a", "a", "")
+            // Builds for other platforms, chosen at run time by the package.
+            .file("node_modules/a/prebuilds/darwin-arm64/a.node", "\u{cf}")
+            .file("node_modules/a/prebuilds/linux-x64/a.musl.node", "?")
+            .package(
+                "node_modules/mac-only",
+                "mac-only",
+                r#","os":["darwin"],"cpu":["arm64"]"#,
+            )
+            .file("node_modules/mac-only/bin.node", "MZ");
         fs::copy("/bin/ls", t.path().join("real.node")).expect("copy");
         let files = t.files(&[]).expect("app files");
-        let addons = native_addons(&files);
-        assert_eq!(addons.len(), 1);
+        let project = Project::load(t.path()).expect("project");
+        let node = NodeRuntime {
+            version: "22.0.0".into(),
+            range: None,
+            integrity: String::new(),
+            binary: PathBuf::from("/nonexistent/node"),
+        };
+        let addons = native_addons(&project, &files, &node).expect("addons");
+        assert_eq!(addons.len(), 1, "{addons:?}");
         assert!(addons[0].ends_with("real.node"));
         let real = files
             .iter()
             .find(|f| f.dest == Path::new("real.node"))
             .expect("real.node");
         assert_eq!(real.kind, FileKind::File { executable: true });
+        assert!(
+            files
+                .iter()
+                .any(|f| f.dest == Path::new("node_modules/a/prebuilds/darwin-arm64/a.node")),
+            "kept in the image"
+        );
+
+        // A Mach-O where the guest would load it is an error.
+        let mut macho = vec![0xcf, 0xfa, 0xed, 0xfe, 0x07, 0, 0, 0x01];
+        macho.resize(64, 0);
+        let addon = t.path().join("node_modules/a/build/Release/a.node");
+        fs::create_dir_all(addon.parent().expect("parent")).expect("mkdir");
+        fs::write(&addon, &macho).expect("write");
+        let e = t.files(&[]).expect_err("Mach-O addon");
+        assert_eq!(
+            e.to_string(),
+            "native addon node_modules/a/build/Release/a.node (a@1.0.0) is a macOS x86-64 (Mach-O) binary, \
+             but the guest runs Linux x86-64 with glibc; install node_modules on Linux x86-64 \
+             (e.g. run `npm_config_nodedir=$(nodeos nodedir) npm_config_build_from_source=true npm rebuild a` there), or list it in .nodeosignore if the app never loads it"
+        );
+        // So is text, and the project's own addon gets node-gyp's command.
+        fs::remove_file(&addon).expect("rm");
+        t.file("build/Release/own.node", "not a binary");
+        let e = t.files(&[]).expect_err("text addon");
+        assert!(
+            matches!(&e, ProjectError::ForeignAddon { package, found, fix, .. }
+                if package == "app@1.0.0" && found == "not a compiled binary"
+                    && fix == "npx node-gyp rebuild --nodedir=$(nodeos nodedir)"),
+            "{e}"
+        );
+    }
+
+    fn lock(t: &Tree, packages: &str) {
+        t.file(
+            "package-lock.json",
+            &format!(
+                r#"{{"name":"app","lockfileVersion":3,"requires":true,"packages":{packages}}}"#
+            ),
+        );
+    }
+
+    #[test]
+    fn installed_packages_must_match_the_lockfile() {
+        let t = Tree::new();
+        t.package(
+            ".",
+            "app",
+            r#","dependencies":{"a":"^1.0.0"},"devDependencies":{"dev":"1"}"#,
+        )
+        .package("node_modules/a", "a", r#","dependencies":{"b":"2"}"#)
+        .package("node_modules/b", "b", "")
+        .package("node_modules/dev", "dev", "");
+        // b is 1.0.0 on disk.
+        lock(
+            &t,
+            r#"{"":{"dependencies":{"a":"^1.0.0"},"devDependencies":{"dev":"1"}},
+                "node_modules/a":{"version":"1.0.0"},
+                "node_modules/b":{"version":"1.0.0"}}"#,
+        );
+        t.files(&[]).expect("in sync (dev is not looked at)");
+        lock(
+            &t,
+            r#"{"":{"dependencies":{"a":"^1.0.0"}},
+                "node_modules/a":{"version":"1.0.0"},
+                "node_modules/b":{"version":"2.0.0"}}"#,
+        );
+        let e = t.files(&[]).expect_err("b differs");
+        assert_eq!(
+            e.to_string(),
+            "node_modules is out of sync with package-lock.json (b: installed 1.0.0, lockfile 2.0.0); run `npm ci`"
+        );
+        lock(
+            &t,
+            r#"{"":{"dependencies":{}},"node_modules/a":{"version":"1.0.0"}}"#,
+        );
+        let e = t.files(&[]).expect_err("a not listed");
+        assert_eq!(
+            e.to_string(),
+            "package-lock.json does not list dependency a; run `npm install`"
+        );
+        // No node_modules: the lockfile's install command.
+        fs::remove_dir_all(t.path().join("node_modules")).expect("rm");
+        lock(
+            &t,
+            r#"{"":{"dependencies":{"a":"^1.0.0"}},"node_modules/a":{"version":"1.0.0"}}"#,
+        );
+        let e = t.files(&[]).expect_err("no node_modules");
+        assert_eq!(
+            e.to_string(),
+            "node_modules is missing; run `npm ci` in the project first"
+        );
+        fs::remove_file(t.path().join("package-lock.json")).expect("rm");
+        let e = t.files(&[]).expect_err("no node_modules");
+        assert!(e.to_string().contains("run `npm install`"), "{e}");
+    }
+
+    #[test]
+    fn workspace_links_match_the_lockfile() {
+        let t = Tree::new();
+        t.package(".", "app", r#","dependencies":{"@ws/lib":"*"}"#)
+            .package("packages/lib", "@ws/lib", "")
+            .link("../../packages/lib", "node_modules/@ws/lib");
+        lock(
+            &t,
+            r#"{"":{"dependencies":{"@ws/lib":"*"}},
+                "node_modules/@ws/lib":{"resolved":"packages/lib","link":true},
+                "packages/lib":{"name":"@ws/lib","version":"1.0.0"}}"#,
+        );
+        t.files(&[]).expect("in sync");
+        lock(
+            &t,
+            r#"{"":{"dependencies":{"@ws/lib":"*"}},
+                "node_modules/@ws/lib":{"version":"1.0.0"}}"#,
+        );
+        let e = t.files(&[]).expect_err("a link where a package was locked");
+        assert!(
+            e.to_string().contains(
+                "(@ws/lib at packages/lib: installed a link to packages/lib, lockfile 1.0.0)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nodeosignore_leaves_out_what_it_matches() {
+        let t = Tree::new();
+        t.package(".", "app", r#","dependencies":{"a":"1"}"#)
+            .file("src/lib.js", "")
+            .file("src/lib.test.js", "")
+            .file("docs/guide.md", "")
+            .file("notes.md", "")
+            .file("keep.md", "")
+            .file("test/fixture/package.json", "{}")
+            .file("test/fixture/data.txt", "")
+            .package("node_modules/a", "a", "")
+            .file("node_modules/a/README.md", "")
+            .file("node_modules/a/test/a.test.js", "")
+            .file(
+                ".nodeosignore",
+                "# tests and docs\n*.test.js\n/docs/\ntest/\n\n*.md\n!keep.md\r\nnode_modules/**/test/\n",
+            );
+        let files = t.files(&[]).expect("app files");
+        assert_eq!(
+            listing(&files),
+            [
+                ".nodeosignore",
+                "index.js",
+                "keep.md",
+                "node_modules/a/index.js",
+                "node_modules/a/package.json",
+                "package.json",
+                "src/lib.js",
+            ]
+        );
+    }
+
+    #[test]
+    fn nodeosignore_keeps_package_json_and_what_the_app_needs() {
+        let t = Tree::new();
+        t.package(".", "app", r#","dependencies":{"a":"1"}"#)
+            .package("node_modules/a", "a", "");
+        t.file(".nodeosignore", "*.json\n");
+        let files = t.files(&[]).expect("app files");
+        assert!(
+            files
+                .iter()
+                .any(|f| f.dest == Path::new("node_modules/a/package.json"))
+        );
+        t.file(
+            ".nodeosignore",
+            "# copied from .gitignore\n.env\nnode_modules\n",
+        );
+        let e = t.files(&[]).expect_err("excludes a");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:3: \"node_modules\" excludes the package a at node_modules/a, which the app needs; \
+                 narrow the pattern or remove the line",
+                t.path()
+                    .canonicalize()
+                    .expect("canonical")
+                    .join(".nodeosignore")
+                    .display()
+            )
+        );
+        t.file(".nodeosignore", "*.js\n!node_modules/**\n");
+        let e = t.files(&[]).expect_err("excludes the entry");
+        assert!(
+            e.to_string()
+                .ends_with(".nodeosignore:1: \"*.js\" excludes the entry file index.js, which the app needs; narrow the pattern or remove the line"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_nodeosignore_pattern_names_the_line() {
+        let t = Tree::new();
+        t.package(".", "app", "")
+            .file(".nodeosignore", "ok.js\n\nsrc/{a,b\n");
+        let e = t.files(&[]).expect_err("bad glob");
+        match &e {
+            ProjectError::IgnorePattern {
+                path,
+                line,
+                pattern,
+                ..
+            } => {
+                assert!(path.ends_with(".nodeosignore"));
+                assert_eq!((*line, pattern.as_str()), (3, "src/{a,b"));
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            e.to_string()
+                .contains(".nodeosignore:3: invalid pattern \"src/{a,b\": "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use std::process::Command;
 
 use object::elf;
 use object::read::ReadCache;
-use object::read::elf::{Dyn, FileHeader, ProgramHeader};
+use object::read::elf::{Dyn, FileHeader, ProgramHeader, Sym};
 use object::{Endianness, ReadRef};
 
 /// What an ELF file needs from the dynamic loader.
@@ -150,6 +150,37 @@ pub enum ElfError {
 /// Reads the interpreter, needed libraries and search paths of an ELF file
 /// (32- or 64-bit, either byte order).
 pub fn read_elf_deps(path: &Path) -> Result<ElfDeps, ElfError> {
+    let (cache, class) = open(path)?;
+    let parsed = match class {
+        elf::ELFCLASS64 => parse::<elf::FileHeader64<Endianness>>(&cache),
+        elf::ELFCLASS32 => parse::<elf::FileHeader32<Endianness>>(&cache),
+        _ => Err("unknown ELF class".to_string()),
+    };
+    parsed.map_err(|reason| ElfError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// The names of the dynamic symbols (`.dynsym`) that an ELF file defines
+/// and that start with one of `prefixes`, e.g. a Node.js addon's
+/// `node_register_module_v127`. Empty when the file has no section headers.
+pub fn exported_symbols(path: &Path, prefixes: &[&str]) -> Result<Vec<String>, ElfError> {
+    let (cache, class) = open(path)?;
+    let found = match class {
+        elf::ELFCLASS64 => symbols::<elf::FileHeader64<Endianness>>(&cache, prefixes),
+        elf::ELFCLASS32 => symbols::<elf::FileHeader32<Endianness>>(&cache, prefixes),
+        _ => Err("unknown ELF class".to_string()),
+    };
+    found.map_err(|reason| ElfError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Opens an ELF file for reading the parts needed (the node binary is
+/// > 100 MB) and returns its class.
+fn open(path: &Path) -> Result<(ReadCache<File>, elf::FileClass), ElfError> {
     let io_error = |source| ElfError::Io {
         path: path.to_path_buf(),
         source,
@@ -170,17 +201,32 @@ pub fn read_elf_deps(path: &Path) -> Result<ElfDeps, ElfError> {
             path: path.to_path_buf(),
         });
     }
-    // Reads only the parts it needs: the node binary is > 100 MB.
-    let cache = ReadCache::new(file);
-    let parsed = match elf::FileClass(ident[4]) {
-        elf::ELFCLASS64 => parse::<elf::FileHeader64<Endianness>>(&cache),
-        elf::ELFCLASS32 => parse::<elf::FileHeader32<Endianness>>(&cache),
-        _ => Err("unknown ELF class".to_string()),
-    };
-    parsed.map_err(|reason| ElfError::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    })
+    Ok((ReadCache::new(file), elf::FileClass(ident[4])))
+}
+
+fn symbols<Elf: FileHeader<Endian = Endianness>>(
+    data: &ReadCache<File>,
+    prefixes: &[&str],
+) -> Result<Vec<String>, String> {
+    let header = Elf::parse(data).map_err(|e| e.to_string())?;
+    let endian = header.endian().map_err(|e| e.to_string())?;
+    let sections = header.sections(endian, data).map_err(|e| e.to_string())?;
+    let table = sections
+        .symbols(endian, data, elf::SHT_DYNSYM)
+        .map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    for symbol in table.iter() {
+        if symbol.st_shndx(endian) == elf::SHN_UNDEF {
+            continue;
+        }
+        let name = symbol
+            .name(endian, table.strings())
+            .map_err(|e| e.to_string())?;
+        if prefixes.iter().any(|p| name.starts_with(p.as_bytes())) {
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    Ok(names)
 }
 
 fn parse<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Result<ElfDeps, String> {
@@ -578,6 +624,24 @@ mod tests {
         assert!(
             deps.interpreter.is_some() || deps.needed.iter().any(|n| n.starts_with("ld-linux"))
         );
+    }
+
+    #[test]
+    fn exported_symbols_of_libc() {
+        let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        if !libc.exists() {
+            return;
+        }
+        let found = exported_symbols(libc, &["printf", "snprintf"]).expect("libc");
+        assert!(found.iter().any(|s| s == "printf"), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|s| s.starts_with("printf") || s.starts_with("snprintf"))
+        );
+        // ls defines none of these, though it imports printf-like functions.
+        let none = exported_symbols(Path::new("/bin/ls"), &["printf"]).expect("ls");
+        assert!(none.is_empty(), "{none:?}");
     }
 
     #[test]

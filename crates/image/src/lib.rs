@@ -12,6 +12,7 @@
 //!
 //! The library never prints: progress goes through a [`Reporter`].
 
+pub mod addons;
 mod build;
 pub mod bundle;
 pub mod cache;
@@ -21,14 +22,15 @@ pub mod elf;
 pub mod kernel;
 pub mod keys;
 pub mod layers;
+pub mod lockfile;
 pub mod node;
 pub mod project;
 pub mod registry;
 pub mod rootfs;
 
 pub use build::{
-    BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, app_config, build, kernel_cmdline,
-    sha256_file,
+    BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, app_config, build,
+    is_static_binary, kernel_cmdline, sha256_file,
 };
 pub use layers::{APP_FILE, RUNTIME_FILE};
 
@@ -43,6 +45,8 @@ pub trait Reporter: Sync {
     fn warn(&self, message: &str);
     /// Starts a byte-count progress display (a download of `total` bytes, if known).
     fn progress(&self, label: &str, total: Option<u64>) -> Box<dyn Progress>;
+    /// A detail only `--verbose` shows: what was found, chosen or run.
+    fn detail(&self, _message: &str) {}
 }
 
 /// A running byte-count progress display.

@@ -11,6 +11,8 @@
 //! downloads/sha512-<hex>.tgz        tarballs, named by their verified hash
 //! node/<version>-<hash12>/node      the binary to package (complete when present)
 //! node/<version>-<hash12>.lock      held while that entry is being made
+//! node/<version>-<hash12>/headers/  `include/node/…` for node-gyp's
+//!                                   --nodedir (complete when present)
 //! ```
 //!
 //! When the registry cannot be reached, the cached metadata and binaries
@@ -221,6 +223,183 @@ pub fn fetch_node_in(
     registry: &RegistryConfig,
     reporter: &dyn Reporter,
 ) -> Result<NodeRuntime, NodeError> {
+    let resolved = resolve_in(cache, range, registry, reporter)?;
+    let binary = &resolved.runtime.binary;
+    let version = &resolved.runtime.version;
+    if binary.is_file() {
+        reporter.status("Cached", &format!("node {version}"));
+        return Ok(resolved.runtime);
+    }
+    let _lock = cache::lock(&resolved.entry)?;
+    if binary.is_file() {
+        // Another build made it while we waited for the lock.
+        reporter.status("Cached", &format!("node {version}"));
+        return Ok(resolved.runtime);
+    }
+    resolved.download_tarball(reporter)?;
+    reporter.status("Extracting", &format!("node {version}"));
+    extract_binary(
+        &resolved.tarball,
+        &resolved.tarball_url,
+        &resolved.entry,
+        reporter,
+    )?;
+    Ok(resolved.runtime)
+}
+
+/// The headers of a Node.js version, laid out as node-gyp's `--nodedir`
+/// (`npm_config_nodedir`) expects: `<dir>/include/node/node.h`,
+/// `common.gypi`, `config.gypi`, …
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHeaders {
+    /// The Node.js version, e.g. `22.23.3`.
+    pub version: String,
+    /// The directory to pass as `--nodedir`.
+    pub dir: PathBuf,
+}
+
+/// Resolves `range` as [`fetch_node`] does and returns the headers of that
+/// Node.js, extracted from its tarball into the cache next to the binary
+/// (`node/<version>-<hash12>/headers/`) on first use.
+pub fn fetch_headers(
+    range: Option<&str>,
+    registry: &RegistryConfig,
+    reporter: &dyn Reporter,
+) -> Result<NodeHeaders, NodeError> {
+    fetch_headers_in(&cache_dir()?, range, registry, reporter)
+}
+
+/// [`fetch_headers`] with the cache directory given.
+pub fn fetch_headers_in(
+    cache: &Path,
+    range: Option<&str>,
+    registry: &RegistryConfig,
+    reporter: &dyn Reporter,
+) -> Result<NodeHeaders, NodeError> {
+    let resolved = resolve_in(cache, range, registry, reporter)?;
+    let version = resolved.runtime.version.clone();
+    let dir = headers_dir(&resolved.runtime);
+    let headers = NodeHeaders {
+        version: version.clone(),
+        dir: dir.clone(),
+    };
+    if dir.is_dir() {
+        reporter.status("Cached", &format!("node {version} headers"));
+        return Ok(headers);
+    }
+    let _lock = cache::lock(&dir)?;
+    if dir.is_dir() {
+        reporter.status("Cached", &format!("node {version} headers"));
+        return Ok(headers);
+    }
+    resolved.download_tarball(reporter)?;
+    reporter.status("Extracting", &format!("node {version} headers"));
+    extract_headers(&resolved.tarball, &resolved.tarball_url, &dir)?;
+    Ok(headers)
+}
+
+/// Where the headers of `node` are (or go) in the cache: complete when the
+/// directory exists.
+fn headers_dir(node: &NodeRuntime) -> PathBuf {
+    node.binary
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("headers")
+}
+
+/// `NODE_MODULE_VERSION` of a Node.js version by its major: the ABI that
+/// addons not using Node-API are built for (`node_register_module_v<N>`).
+const MODULE_VERSIONS: [(u64, u32); 13] = [
+    (14, 83),
+    (15, 88),
+    (16, 93),
+    (17, 102),
+    (18, 108),
+    (19, 111),
+    (20, 115),
+    (21, 120),
+    (22, 127),
+    (23, 131),
+    (24, 137),
+    (25, 141),
+    (26, 147),
+];
+
+/// The `NODE_MODULE_VERSION` of `node`: from its headers when they have been
+/// extracted ([`fetch_headers`]), else from a table of released majors;
+/// `None` for a major the table does not know.
+pub fn module_version(node: &NodeRuntime) -> Option<u32> {
+    let header = headers_dir(node).join("include/node/node_version.h");
+    if let Ok(text) = fs::read_to_string(header)
+        && let Some(found) = parse_module_version(&text)
+    {
+        return Some(found);
+    }
+    let major = Version::parse(&node.version).ok()?.major();
+    MODULE_VERSIONS
+        .iter()
+        .find(|(m, _)| *m == major)
+        .map(|(_, abi)| *abi)
+}
+
+/// The Node.js major whose `NODE_MODULE_VERSION` is `abi`, if known.
+pub fn major_for_module_version(abi: u32) -> Option<u64> {
+    MODULE_VERSIONS
+        .iter()
+        .find(|(_, a)| *a == abi)
+        .map(|(major, _)| *major)
+}
+
+/// The last `#define NODE_MODULE_VERSION <number>` of `node_version.h`
+/// (an earlier one is for embedders).
+fn parse_module_version(text: &str) -> Option<u32> {
+    text.lines().rev().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("#define") && words.next() == Some("NODE_MODULE_VERSION"))
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// A version resolved to its cache entry and tarball.
+struct Resolved {
+    runtime: NodeRuntime,
+    /// `node/<version>-<hash12>`: holds the binary and the headers.
+    entry: PathBuf,
+    digest: [u8; 64],
+    /// Where the verified tarball is (or goes).
+    tarball: PathBuf,
+    tarball_url: String,
+    agent: ureq::Agent,
+}
+
+impl Resolved {
+    /// Downloads the tarball unless it is in the cache already.
+    fn download_tarball(&self, reporter: &dyn Reporter) -> Result<(), NodeError> {
+        if self.tarball.is_file() {
+            return Ok(());
+        }
+        let version = &self.runtime.version;
+        reporter.status("Downloading", &format!("node {version}"));
+        download(
+            &self.agent,
+            &self.tarball_url,
+            &self.digest,
+            &self.tarball,
+            version,
+            reporter,
+        )
+    }
+}
+
+/// Resolves `range` against the registry's (or, offline, the cache's)
+/// versions of [`PACKAGE`], without downloading the tarball.
+fn resolve_in(
+    cache: &Path,
+    range: Option<&str>,
+    registry: &RegistryConfig,
+    reporter: &dyn Reporter,
+) -> Result<Resolved, NodeError> {
     let wanted = match range {
         Some(range) => {
             // A typo in engines.node is reported before any network access.
@@ -296,35 +475,23 @@ pub fn fetch_node_in(
     let entry = cache
         .join("node")
         .join(format!("{version}-{}", &hex(&digest)[..12]));
-    let binary = entry.join("node");
     let runtime = NodeRuntime {
         version: version.clone(),
         range: range.map(str::to_string),
         integrity: dist.integrity.clone(),
-        binary: binary.clone(),
+        binary: entry.join("node"),
     };
-    if binary.is_file() {
-        reporter.status("Cached", &format!("node {version}"));
-        return Ok(runtime);
-    }
-
-    let _lock = cache::lock(&entry)?;
-    if binary.is_file() {
-        // Another build made it while we waited for the lock.
-        reporter.status("Cached", &format!("node {version}"));
-        return Ok(runtime);
-    }
     let tarball = cache
         .join("downloads")
         .join(format!("sha512-{}.tgz", hex(&digest)));
-    let tarball_url = absolute_url(&dist.tarball, registry);
-    if !tarball.is_file() {
-        reporter.status("Downloading", &format!("node {version}"));
-        download(&agent, &tarball_url, &digest, &tarball, &version, reporter)?;
-    }
-    reporter.status("Extracting", &format!("node {version}"));
-    extract_binary(&tarball, &tarball_url, &entry, reporter)?;
-    Ok(runtime)
+    Ok(Resolved {
+        runtime,
+        entry,
+        digest,
+        tarball,
+        tarball_url: absolute_url(&dist.tarball, registry),
+        agent,
+    })
 }
 
 /// The part of the package document we keep (and cache).
@@ -618,6 +785,60 @@ fn extract_binary(
     Ok(())
 }
 
+/// Extracts `package/include/` of `tarball` into `dest/include/`, through a
+/// temporary directory renamed into place when complete.
+fn extract_headers(tarball: &Path, url: &str, dest: &Path) -> Result<(), NodeError> {
+    let bad = |reason: String| NodeError::BadTarball {
+        url: url.to_string(),
+        reason,
+    };
+    let parent = dest.parent().unwrap_or(dest);
+    fs::create_dir_all(parent).map_err(io_error(parent))?;
+    let work = tempfile::Builder::new()
+        .prefix(".headers-")
+        .tempdir_in(parent)
+        .map_err(io_error(parent))?;
+    let file = File::open(tarball).map_err(io_error(tarball))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
+    let mut found = false;
+    for item in archive.entries().map_err(|err| bad(err.to_string()))? {
+        let mut item = item.map_err(|err| bad(err.to_string()))?;
+        let path = item.path().map_err(|err| bad(err.to_string()))?;
+        // Below the tarball's top directory, plain names only.
+        let parts: Vec<&std::ffi::OsStr> = path
+            .components()
+            .skip(1)
+            .map(|c| match c {
+                std::path::Component::Normal(part) => Some(part),
+                _ => None,
+            })
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        if parts.first() != Some(&std::ffi::OsStr::new("include")) {
+            continue;
+        }
+        let out: PathBuf = work.path().iter().chain(parts).collect();
+        let kind = item.header().entry_type();
+        if kind.is_dir() {
+            fs::create_dir_all(&out).map_err(io_error(&out))?;
+        } else if kind.is_file() {
+            if let Some(dir) = out.parent() {
+                fs::create_dir_all(dir).map_err(io_error(dir))?;
+            }
+            let mut file = File::create(&out).map_err(io_error(&out))?;
+            io::copy(&mut item, &mut file).map_err(|err| bad(err.to_string()))?;
+            found |= out.ends_with("include/node/node_version.h");
+        }
+        // The headers hold no links or devices; anything else is skipped.
+    }
+    if !found {
+        return Err(bad("it has no package/include/node/node_version.h".into()));
+    }
+    fs::rename(work.path(), dest).map_err(io_error(dest))?;
+    let _ = work.keep();
+    Ok(())
+}
+
 /// Runs the host's `strip` (binutils); the error says why it did not work.
 fn strip(input: &Path, output: &Path) -> Result<(), String> {
     let result = Command::new("strip")
@@ -815,12 +1036,16 @@ mod tests {
     const FAKE_NODE: &[u8] = b"\x7fELF not really node";
 
     fn tarball(binary: &[u8]) -> Vec<u8> {
-        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut builder = tar::Builder::new(gz);
-        for (path, data, mode) in [
+        tarball_with(&[
             ("package/package.json", &b"{}"[..], 0o644),
             ("package/bin/node", binary, 0o755),
-        ] {
+        ])
+    }
+
+    fn tarball_with(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for &(path, data, mode) in files {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
             header.set_mode(mode);
@@ -1076,6 +1301,119 @@ mod tests {
             err.to_string().contains("could not reach the npm registry"),
             "{err}"
         );
+    }
+
+    const NODE_VERSION_H: &[u8] = b"#ifdef NODE_EMBEDDER_MODULE_VERSION\n\
+        #define NODE_MODULE_VERSION NODE_EMBEDDER_MODULE_VERSION\n#else\n\
+        #define NODE_MODULE_VERSION 999\n#endif\n";
+
+    #[test]
+    fn headers_are_extracted_once_next_to_the_binary() {
+        let cache = tempfile::tempdir().unwrap();
+        let tgz = tarball_with(&[
+            ("package/package.json", b"{}", 0o644),
+            ("package/bin/node", FAKE_NODE, 0o755),
+            ("package/include/node/node_version.h", NODE_VERSION_H, 0o644),
+            ("package/include/node/common.gypi", b"{}", 0o644),
+            ("package/include/node/uv/unix.h", b"", 0o644),
+            ("package/share/man/man1/node.1", b"", 0o644),
+        ]);
+        let registry = Registry::start(tgz.clone(), sri(&Sha512::digest(&tgz)));
+        let config = registry.config();
+        let recorder = Recorder::default();
+        let headers = fetch_headers_in(cache.path(), Some("22"), &config, &recorder).unwrap();
+        assert_eq!(headers.version, "22.5.0");
+        let mut found: Vec<PathBuf> = files_under(&headers.dir)
+            .into_iter()
+            .map(|p| p.strip_prefix(&headers.dir).unwrap().to_path_buf())
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "include/node/common.gypi",
+                "include/node/node_version.h",
+                "include/node/uv/unix.h"
+            ]
+            .map(PathBuf::from)
+        );
+        assert!(
+            recorder
+                .lines()
+                .contains(&"Extracting node 22.5.0 headers".to_string())
+        );
+        // Beside the binary, which the headers need not extract.
+        let node = fetch_node_in(cache.path(), Some("22"), &config, &recorder).unwrap();
+        assert_eq!(
+            Some(headers.dir.as_path()),
+            node.binary.parent().map(|p| p.join("headers")).as_deref()
+        );
+        // The ABI comes from the headers once they are there.
+        assert_eq!(module_version(&node), Some(999));
+
+        // Again: from the cache, even without the tarball.
+        for tarball in files_under(&cache.path().join("downloads")) {
+            fs::remove_file(tarball).unwrap();
+        }
+        let recorder = Recorder::default();
+        let again = fetch_headers_in(cache.path(), Some("22"), &config, &recorder).unwrap();
+        assert_eq!(again, headers);
+        assert!(
+            recorder
+                .lines()
+                .contains(&"Cached node 22.5.0 headers".to_string()),
+            "{:?}",
+            recorder.lines()
+        );
+    }
+
+    #[test]
+    fn a_tarball_without_headers_is_rejected() {
+        let cache = tempfile::tempdir().unwrap();
+        let tgz = tarball(FAKE_NODE);
+        let registry = Registry::start(tgz.clone(), sri(&Sha512::digest(&tgz)));
+        let err = fetch_headers_in(
+            cache.path(),
+            Some("22"),
+            &registry.config(),
+            &Recorder::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, NodeError::BadTarball { reason, .. } if reason.contains("include/node/node_version.h")),
+            "{err}"
+        );
+        let entry = files_under(&cache.path().join("node"));
+        assert!(
+            entry
+                .iter()
+                .all(|p| !p.to_string_lossy().contains("headers/")),
+            "nothing half-made is left: {entry:?}"
+        );
+    }
+
+    #[test]
+    fn module_versions() {
+        assert_eq!(
+            parse_module_version(std::str::from_utf8(NODE_VERSION_H).unwrap()),
+            Some(999)
+        );
+        assert_eq!(
+            parse_module_version("#define NODE_MAJOR_VERSION 22\n"),
+            None
+        );
+        let node = |version: &str| NodeRuntime {
+            version: version.to_string(),
+            range: None,
+            integrity: String::new(),
+            binary: PathBuf::from("/nonexistent/node"),
+        };
+        assert_eq!(module_version(&node("22.23.3")), Some(127));
+        assert_eq!(module_version(&node("20.0.0")), Some(115));
+        assert_eq!(module_version(&node("24.1.0-rc.1")), Some(137));
+        assert_eq!(module_version(&node("99.0.0")), None);
+        assert_eq!(major_for_module_version(127), Some(22));
+        assert_eq!(major_for_module_version(1), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use std::path::{Component, Path, PathBuf};
 use nodeos_manifest::Settings;
 use serde_json::{Map, Value};
 
+use nodeos_manifest::host::VmSettings;
+
 use crate::config;
 
 /// An npm project, as read from its `package.json`.
@@ -43,7 +45,8 @@ pub struct Project {
     pub node_args: Vec<String>,
     /// Arguments written after the file in `scripts.start`.
     pub entry_args: Vec<String>,
-    /// `engines.node`, the Node.js version range the package asks for.
+    /// The Node.js version range the package asks for: `nodeos.node`,
+    /// else `engines.node`.
     pub engines_node: Option<String>,
     /// `dependencies`: name → version range.
     pub dependencies: BTreeMap<String, String>,
@@ -55,6 +58,8 @@ pub struct Project {
     /// Extra environment of the app (`nodeos.env`), as written: no
     /// `NODE_ENV` default, never `PORT`.
     pub env: BTreeMap<String, String>,
+    /// How `nodeos run` starts the VM (`nodeos.memory`, `cpus`, `ports`).
+    pub vm: VmSettings,
 }
 
 /// Which part of `package.json` chose the entry file.
@@ -146,9 +151,89 @@ pub enum ProjectError {
     #[error("entry file {entry} ({from}) has a path that is not UTF-8; rename it")]
     EntryNotUtf8 { entry: String, from: EntrySource },
     #[error(
-        "dependency {name} (required by {required_by}) is not installed; run `npm install` (or `npm ci`) in the project first"
+        "dependency {name} (required by {required_by}) is not installed; run `{install}` in the project first"
     )]
-    DependencyNotInstalled { name: String, required_by: String },
+    DependencyNotInstalled {
+        name: String,
+        required_by: String,
+        /// The command that installs node_modules, e.g. `npm ci`.
+        install: &'static str,
+    },
+    #[error("node_modules is missing; run `{install}` in the project first")]
+    NodeModulesMissing { install: &'static str },
+    #[error("{lockfile} does not list dependency {name}; run `npm install`")]
+    LockfileMissingDependency {
+        lockfile: &'static str,
+        name: String,
+    },
+    #[error(
+        "package.json asks for {name}@{wanted} but {lockfile} has {name}@{locked}; run `npm install`"
+    )]
+    LockfileRangeDiffers {
+        lockfile: &'static str,
+        name: String,
+        wanted: String,
+        locked: String,
+    },
+    #[error(
+        "node_modules is out of sync with {lockfile} ({package}: installed {installed}, lockfile {locked}); run `npm ci`"
+    )]
+    LockfileOutOfSync {
+        lockfile: &'static str,
+        /// The package name, with its location when it is nested.
+        package: String,
+        installed: String,
+        locked: String,
+    },
+    #[error("{}:{line}: invalid pattern {pattern:?}: {message}; fix or remove the line", path.display())]
+    IgnorePattern {
+        path: PathBuf,
+        line: usize,
+        pattern: String,
+        message: String,
+    },
+    #[error(
+        "{}:{line}: {pattern:?} excludes {what}, which the app needs; narrow the pattern or remove the line",
+        path.display()
+    )]
+    IgnoredButNeeded {
+        path: PathBuf,
+        line: usize,
+        pattern: String,
+        /// E.g. `the entry file server.js` or `the package a at node_modules/a`.
+        what: String,
+    },
+    #[error(
+        "native addon {} ({package}) is {found}, but the guest runs Linux x86-64 with glibc; \
+         install node_modules on Linux x86-64 (e.g. run `{fix}` there), or list it in .nodeosignore if the app never loads it",
+        file.display()
+    )]
+    ForeignAddon {
+        /// Where it is in the app, e.g. `node_modules/x/build/Release/x.node`.
+        file: PathBuf,
+        /// `name@version` of the nearest package.json.
+        package: String,
+        /// What it is, e.g. `a macOS (Mach-O) binary`.
+        found: String,
+        fix: String,
+    },
+    #[error(
+        "native addon {} ({package}) was built for {} (NODE_MODULE_VERSION {addon_abi}), \
+         but the image runs Node.js {guest} (NODE_MODULE_VERSION {guest_abi}); rebuild it for the guest: `{fix}`",
+        file.display(),
+        match crate::node::major_for_module_version(*addon_abi) {
+            Some(major) => format!("Node.js {major}"),
+            None => "another Node.js".to_string(),
+        }
+    )]
+    AddonAbiMismatch {
+        file: PathBuf,
+        package: String,
+        addon_abi: u32,
+        guest: String,
+        guest_abi: u32,
+        fix: String,
+    },
     #[error(
         "{name:?} (required by {required_by}) is not a valid package name; fix the dependency in package.json"
     )]
@@ -160,28 +245,7 @@ pub enum ProjectError {
 impl Project {
     /// Reads `<dir>/package.json` and resolves the entry file.
     pub fn load(dir: &Path) -> Result<Project, ProjectError> {
-        let dir = match dir.canonicalize() {
-            Ok(dir) => dir,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ProjectError::DirMissing {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(source) => {
-                return Err(ProjectError::Io {
-                    path: dir.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        if !dir.is_dir() {
-            return Err(ProjectError::NotADir { dir });
-        }
-        let path = dir.join("package.json");
-        let object = match read_package_json(&path)? {
-            Some(object) => object,
-            None => return Err(ProjectError::NoPackageJson { dir }),
-        };
+        let (dir, path, object) = open_project(dir)?;
 
         let name = match object.get("name") {
             Some(Value::String(name)) if !name.is_empty() => name.clone(),
@@ -213,27 +277,7 @@ impl Project {
             }
         };
 
-        let engines_node = match object.get("engines") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(engines)) => match engines.get("node") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(range)) => Some(range.clone()),
-                Some(_) => {
-                    return Err(ProjectError::InvalidField {
-                        path,
-                        field: "engines.node".into(),
-                        expected: "a version range string",
-                    });
-                }
-            },
-            Some(_) => {
-                return Err(ProjectError::InvalidField {
-                    path,
-                    field: "engines".into(),
-                    expected: "an object",
-                });
-            }
-        };
+        let engines_node = engines_node(&object, &path)?;
         let dependencies = string_map(&object, "dependencies", &path)?;
         let optional_dependencies = string_map(&object, "optionalDependencies", &path)?;
         let main = match object.get("main") {
@@ -247,13 +291,17 @@ impl Project {
                 });
             }
         };
-        let config::NodeosConfig { settings, env } = config::parse(object.get(config::KEY))
-            .map_err(|e| ProjectError::Config {
-                path: path.clone(),
-                key: e.key,
-                problem: e.problem,
-                help: e.help,
-            })?;
+        let config::NodeosConfig {
+            settings,
+            env,
+            vm,
+            node,
+        } = config::parse(object.get(config::KEY), &dir).map_err(|e| ProjectError::Config {
+            path: path.clone(),
+            key: e.key,
+            problem: e.problem,
+            help: e.help,
+        })?;
         let start = match object.get("scripts") {
             Some(Value::Object(scripts)) => match scripts.get("start") {
                 Some(Value::String(start)) => Some(start.clone()),
@@ -287,11 +335,12 @@ impl Project {
             entry_from: from,
             node_args,
             entry_args,
-            engines_node,
+            engines_node: node.or(engines_node),
             dependencies,
             optional_dependencies,
             settings,
             env,
+            vm,
         })
     }
 
@@ -299,6 +348,67 @@ impl Project {
     /// flattened (`@scope/name` → `scope-name`).
     pub fn image_name(&self) -> String {
         image_name(&self.name)
+    }
+}
+
+/// The Node.js version range of the project in `dir`, read as
+/// [`Project::load`] reads it (`nodeos.node`, else `engines.node`) but
+/// without resolving the entry file, which may not exist yet: `nodeos
+/// nodedir` runs before the project is installed or compiled.
+pub fn node_range(dir: &Path) -> Result<Option<String>, ProjectError> {
+    let (dir, path, object) = open_project(dir)?;
+    let engines = engines_node(&object, &path)?;
+    let config =
+        config::parse(object.get(config::KEY), &dir).map_err(|e| ProjectError::Config {
+            path: path.clone(),
+            key: e.key,
+            problem: e.problem,
+            help: e.help,
+        })?;
+    Ok(config.node.or(engines))
+}
+
+/// The canonical project directory, its package.json's path and contents.
+fn open_project(dir: &Path) -> Result<(PathBuf, PathBuf, Map<String, Value>), ProjectError> {
+    let dir = match dir.canonicalize() {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ProjectError::DirMissing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(ProjectError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if !dir.is_dir() {
+        return Err(ProjectError::NotADir { dir });
+    }
+    let path = dir.join("package.json");
+    match read_package_json(&path)? {
+        Some(object) => Ok((dir, path, object)),
+        None => Err(ProjectError::NoPackageJson { dir }),
+    }
+}
+
+/// `engines.node`, if the package asks for a Node.js version there.
+fn engines_node(object: &Map<String, Value>, path: &Path) -> Result<Option<String>, ProjectError> {
+    let invalid = |field: &str, expected| ProjectError::InvalidField {
+        path: path.to_path_buf(),
+        field: field.into(),
+        expected,
+    };
+    match object.get("engines") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(engines)) => match engines.get("node") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(range)) => Ok(Some(range.clone())),
+            Some(_) => Err(invalid("engines.node", "a version range string")),
+        },
+        Some(_) => Err(invalid("engines", "an object")),
     }
 }
 
@@ -833,6 +943,34 @@ mod tests {
                 .ends_with("package.json: nodeos.restrat: unknown key; did you mean \"restart\"?"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn node_range_needs_no_entry_file() {
+        let (tmp, result) = project(
+            r#"{"name":"app","version":"1","main":"dist/index.js","engines":{"node":">=20"}}"#,
+            &[],
+        );
+        assert!(matches!(result, Err(ProjectError::EntryMissing { .. })));
+        assert_eq!(
+            node_range(tmp.path()).expect("range").as_deref(),
+            Some(">=20")
+        );
+        let (tmp, _) = project(
+            r#"{"name":"app","version":"1","engines":{"node":">=20"},"nodeos":{"node":"22"}}"#,
+            &[],
+        );
+        assert_eq!(
+            node_range(tmp.path()).expect("range").as_deref(),
+            Some("22")
+        );
+        let (tmp, _) = project(r#"{"name":"app","version":"1","engines":"22"}"#, &[]);
+        assert!(matches!(
+            node_range(tmp.path()),
+            Err(ProjectError::InvalidField { .. })
+        ));
+        let e = node_range(&tmp.path().join("missing")).expect_err("no dir");
+        assert!(matches!(e, ProjectError::DirMissing { .. }), "{e}");
     }
 
     #[test]

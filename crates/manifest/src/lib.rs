@@ -7,6 +7,8 @@
 //! * [`settings`] holds how init runs the app ([`Settings`], from
 //!   package.json's `"nodeos"` key) and what `nodeos run` can change at
 //!   boot ([`RunConfig`], on a config disk).
+//! * [`host`] holds what only `nodeos run` reads: memory, CPUs and port
+//!   forwards ([`host::VmSettings`], in the manifest).
 //! * [`slots`], [`bundle`] and [`update`] hold the A/B system disk, the
 //!   signed update bundle and the update agent's requests and answers.
 //! * [`console`] holds the log record format of the serial console and the
@@ -97,6 +99,10 @@ pub struct Manifest {
     /// which `nodeos run` needs on the host to create the volume.
     #[serde(default)]
     pub data: settings::DataSettings,
+    /// How `nodeos run` starts the VM unless its flags say otherwise
+    /// (package.json `"nodeos": {"memory", "cpus", "ports"}`).
+    #[serde(default, skip_serializing_if = "host::VmSettings::is_empty")]
+    pub vm: host::VmSettings,
     /// The key updates of this image must be signed with (package.json
     /// `nodeos.update.publicKey`, or `nodeos build --key`), also baked into
     /// its app.json; `nodeos deploy` checks its key against it.
@@ -262,6 +268,7 @@ pub struct AppConfig {
 pub mod bundle;
 pub mod console;
 pub mod frame;
+pub mod host;
 pub mod settings;
 pub mod slots;
 pub mod update;
@@ -304,6 +311,7 @@ mod tests {
                 app: "app".into(),
             },
             data: settings::DataSettings::default(),
+            vm: host::VmSettings::default(),
             update_key: None,
             artifacts,
             builder: "nodeos 0.1.0".into(),

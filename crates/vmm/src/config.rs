@@ -2,10 +2,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+pub use nodeos_manifest::host::PortForward;
 use nodeos_manifest::slots::{self, Part, Slot, SlotMeta};
 use nodeos_manifest::{Manifest, RunConfig};
 
@@ -123,85 +124,13 @@ impl fmt::Display for Machine {
     }
 }
 
-/// A TCP port forwarded from the host into the guest (QEMU user networking).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortForward {
-    pub host_addr: IpAddr,
-    pub host_port: u16,
-    pub guest_port: u16,
-}
-
-impl PortForward {
-    /// Forwards `127.0.0.1:host_port` to `guest_port`.
-    pub fn localhost(host_port: u16, guest_port: u16) -> PortForward {
-        PortForward {
-            host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            host_port,
-            guest_port,
-        }
-    }
-
-    /// The `hostfwd=` rule QEMU's user networking takes.
-    fn hostfwd(&self) -> String {
-        let addr = match self.host_addr {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        };
-        format!("hostfwd=tcp:{addr}:{}-:{}", self.host_port, self.guest_port)
-    }
-}
-
-impl fmt::Display for PortForward {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.host_addr {
-            IpAddr::V6(a) => write!(f, "[{a}]:{}:{}", self.host_port, self.guest_port),
-            IpAddr::V4(a) => write!(f, "{a}:{}:{}", self.host_port, self.guest_port),
-        }
-    }
-}
-
-impl FromStr for PortForward {
-    type Err = Error;
-
-    /// `HOST:GUEST` (host address 127.0.0.1), `ADDR:HOST:GUEST` or
-    /// `[V6ADDR]:HOST:GUEST`.
-    fn from_str(value: &str) -> Result<Self, Error> {
-        let bad = |reason: String| Error::InvalidPortForward {
-            value: value.into(),
-            reason,
-        };
-        let (host, guest) = value
-            .rsplit_once(':')
-            .ok_or_else(|| bad("missing `:`".into()))?;
-        let (addr, host_port) = match host.rsplit_once(':') {
-            None => (IpAddr::V4(Ipv4Addr::LOCALHOST), host),
-            Some((addr, port)) => {
-                let addr = addr
-                    .strip_prefix('[')
-                    .and_then(|a| a.strip_suffix(']'))
-                    .unwrap_or(addr);
-                let addr = addr
-                    .parse::<IpAddr>()
-                    .map_err(|_| bad(format!("`{addr}` is not an IP address")))?;
-                (addr, port)
-            }
-        };
-        let port = |what: &str, text: &str| -> Result<u16, Error> {
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad(format!("{what} port `{text}` is not a number")));
-            }
-            match text.parse::<u32>() {
-                Ok(0) => Err(bad(format!("{what} port must not be 0"))),
-                Ok(p) if p <= u32::from(u16::MAX) => Ok(p as u16),
-                _ => Err(bad(format!("{what} port `{text}` is larger than 65535"))),
-            }
-        };
-        Ok(PortForward {
-            host_addr: addr,
-            host_port: port("host", host_port)?,
-            guest_port: port("guest", guest)?,
-        })
-    }
+/// QEMU user networking's `hostfwd=` rule for a forward.
+fn hostfwd(fwd: &PortForward) -> String {
+    let addr = match fwd.host_addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    format!("hostfwd=tcp:{addr}:{}-:{}", fwd.host_port, fwd.guest_port)
 }
 
 /// Where guest console lines go besides the [`crate::Vm`]'s own log.
@@ -405,7 +334,7 @@ impl VmConfig {
         let mut netdev = String::from("user,id=n0");
         for fwd in &self.forwards {
             netdev.push(',');
-            netdev.push_str(&fwd.hostfwd());
+            netdev.push_str(&hostfwd(fwd));
         }
         push(
             &mut args,
@@ -549,49 +478,6 @@ pub(crate) fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn port_forward_parses_host_and_guest() {
-        assert_eq!(
-            "8080:3000".parse::<PortForward>().unwrap(),
-            PortForward::localhost(8080, 3000)
-        );
-        let any: PortForward = "0.0.0.0:8080:3000".parse().unwrap();
-        assert_eq!(any.host_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        assert_eq!((any.host_port, any.guest_port), (8080, 3000));
-        let v6: PortForward = "[::1]:80:8080".parse().unwrap();
-        assert_eq!(v6.host_addr, "::1".parse::<IpAddr>().unwrap());
-        assert_eq!(v6.to_string(), "[::1]:80:8080");
-        assert_eq!(any.to_string(), "0.0.0.0:8080:3000");
-    }
-
-    #[test]
-    fn port_forward_rejects_bad_values_clearly() {
-        let reason = |s: &str| match s.parse::<PortForward>() {
-            Err(Error::InvalidPortForward { reason, .. }) => reason,
-            other => panic!("{s}: expected an error, got {other:?}"),
-        };
-        assert_eq!(reason("0:3000"), "host port must not be 0");
-        assert_eq!(reason("8080:0"), "guest port must not be 0");
-        assert_eq!(reason("http:3000"), "host port `http` is not a number");
-        assert_eq!(reason("8080:-1"), "guest port `-1` is not a number");
-        assert_eq!(
-            reason("70000:3000"),
-            "host port `70000` is larger than 65535"
-        );
-        assert_eq!(
-            reason("8080:99999999999"),
-            "guest port `99999999999` is larger than 65535"
-        );
-        assert_eq!(reason("8080"), "missing `:`");
-        assert_eq!(reason(":3000"), "host port `` is not a number");
-        assert_eq!(
-            reason("localhost:80:3000"),
-            "`localhost` is not an IP address"
-        );
-        let message = "0:1".parse::<PortForward>().unwrap_err().to_string();
-        assert!(message.contains("e.g. 8080:3000"), "{message}");
-    }
 
     #[test]
     fn accel_and_machine_round_trip() {

@@ -28,6 +28,8 @@ pub struct Vm {
     accel: ResolvedAccel,
     qmp_socket: PathBuf,
     hard_stopped: bool,
+    /// The QEMU command line, for people (`nodeos run -v`).
+    command_line: String,
     /// Where the config disk was written, if there is one. The file itself
     /// belongs to `process`, which removes it once QEMU has exited.
     config_disk: Option<PathBuf>,
@@ -101,6 +103,11 @@ impl Vm {
 
         let mut command = Command::new(&qemu);
         command.args(config.qemu_args(accel, &qmp_socket, disk_path.as_deref()));
+        let command_line = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
         // The process owns the disk: it goes as soon as QEMU has exited.
         let process = Process::spawn_holding(command, config.console, Box::new(disk))
             .map_err(|e| spawn_error(&qemu, e))?;
@@ -108,6 +115,7 @@ impl Vm {
             process,
             qmp: None,
             accel,
+            command_line,
             qmp_socket,
             hard_stopped: false,
             config_disk: disk_path,
@@ -159,6 +167,11 @@ impl Vm {
     /// The accelerator QEMU runs with.
     pub fn accel(&self) -> ResolvedAccel {
         self.accel
+    }
+
+    /// The QEMU command line it was started with, for people.
+    pub fn command_line(&self) -> &str {
+        &self.command_line
     }
 
     /// QEMU's process id (also its process group id).

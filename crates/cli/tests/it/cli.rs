@@ -503,6 +503,58 @@ fn run_without_settings_flags_or_data_attaches_no_config_disk() {
 }
 
 #[test]
+fn run_takes_memory_cpus_and_ports_from_the_image_unless_flags_say_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("fake.nodeos");
+    fake_image_dir(&image);
+    let manifest_path = image.join(nodeos_manifest::MANIFEST_FILE);
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let (host_port, flag_port) = (free_port(), free_port());
+    manifest["vm"] = serde_json::json!({
+        "memory": 512, "cpus": 2, "ports": [format!("{host_port}:3000")]
+    });
+    std::fs::write(&manifest_path, manifest.to_string()).unwrap();
+    let qemu = recording_qemu(tmp.path());
+    let args_of = |extra: &[&str]| {
+        let _ = std::fs::remove_file(tmp.path().join("args"));
+        let output = run(nodeos()
+            .arg("run")
+            .arg(&image)
+            .args(["--accel", "tcg", "--no-data"])
+            .args(extra)
+            .env("NODEOS_QEMU", &qemu));
+        assert_exit(&output, 10);
+        std::fs::read_to_string(tmp.path().join("args")).unwrap()
+    };
+    let args = args_of(&[]);
+    assert!(args.contains("-m\n512\n-smp\n2\n"), "{args}");
+    assert!(
+        args.contains(&format!("hostfwd=tcp:127.0.0.1:{host_port}-:3000")),
+        "{args}"
+    );
+    let publish = format!("{flag_port}:8080");
+    let args = args_of(&["--memory", "128", "--cpus", "1", "-p", &publish]);
+    assert!(args.contains("-m\n128\n-smp\n1\n"), "{args}");
+    assert!(
+        args.contains(&format!("hostfwd=tcp:127.0.0.1:{flag_port}-:8080"))
+            && !args.contains(&format!(":{host_port}-")),
+        "-p replaces the image's ports: {args}"
+    );
+}
+
+#[test]
+fn quiet_and_verbose_exclude_each_other() {
+    let output = run(nodeos().args(["-q", "-v", "build"]));
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("cannot be used with"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_it() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();

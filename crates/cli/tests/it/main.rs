@@ -5,24 +5,33 @@
 //! * `config`: package.json `"nodeos"` keys that `nodeos build` refuses.
 //! * `deploy`: `nodeos deploy` and `nodeos status` against a fake update
 //!   agent on 127.0.0.1 (no VM, no build).
-//! * `deploy`: `nodeos deploy` and `nodeos status` against a fake update
-//!   agent on 127.0.0.1 (no VM).
 //! * `data`: the persistent data volume, on the host (no VM) and in the
 //!   guest across hard kills, a full volume and corruption (VM).
 //! * `reproducible`: real builds (no VM) that must give identical bytes.
 //! * `vm`: builds real images (real Node.js from the configured npm
 //!   registry, nodeos's real kernel) and boots them under QEMU (TCG).
 //!
+//! * `init`: `nodeos init` on real npm projects (a real build, no VM).
+//! * `npm`: the npm packages `scripts/release-npm` packs, installed from
+//!   their tarballs into a fresh project that then builds (no VM).
+//! * `addons`: node_modules checks (lockfile, native addons, `nodeos
+//!   nodedir`) and better-sqlite3 built for the guest, used in a VM.
+//! * `load_balancer`: examples/load-balancer end to end, with two backends
+//!   on the host's loopback (VM).
 //! * `update`: signed A/B updates to a running appliance and each fault
 //!   of issue #6 (VM).
 //!
 //! The VM tests wait for console markers with hard timeouts and print the
 //! guest console when they fail.
 
+mod addons;
 mod cli;
 mod config;
 mod data;
 mod deploy;
+mod init;
+mod load_balancer;
+mod npm;
 mod reproducible;
 mod support;
 mod update;
