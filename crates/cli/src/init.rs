@@ -118,8 +118,13 @@ struct Plan {
 }
 
 /// Plans the edit of package.json `text`. The error is the problem, for
-/// a message naming the file.
+/// a message naming the file. A byte-order mark and CRLF line ends are
+/// kept, as npm keeps them.
 fn plan(text: &str, force: bool) -> Result<Plan, String> {
+    let (bom, text) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", text),
+    };
     let mut members = top_level_members(text)?;
     let indent = detect_indent(text);
     let mut changes = Vec::new();
@@ -189,7 +194,12 @@ fn plan(text: &str, force: bool) -> Result<Plan, String> {
     });
     let text = (scripts_changed || nodeos_added).then(|| {
         let newline = if text.ends_with('\n') { "\n" } else { "" };
-        format!("{}{newline}", render(&members, &indent))
+        let rendered = format!("{bom}{}{newline}", render(&members, &indent));
+        if text.contains("\r\n") {
+            rendered.replace("\r\n", "\n").replace('\n', "\r\n")
+        } else {
+            rendered
+        }
     });
     Ok(Plan {
         text,
@@ -306,13 +316,15 @@ fn render_at(members: &[(String, Box<RawValue>)], indent: &str, depth: usize) ->
 }
 
 /// Adds [`GITIGNORE`]'s missing lines to `dir/.gitignore`, which is
-/// created only in a git work tree. Returns what was added, if anything.
+/// created only inside a git work tree (`.git` in `dir` or above it).
+/// Returns what was added, if anything.
 fn update_gitignore(dir: &Path) -> anyhow::Result<Option<String>> {
     let path = dir.join(".gitignore");
     let existing = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if !dir.join(".git").exists() {
+            let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+            if !absolute.ancestors().any(|d| d.join(".git").exists()) {
                 return Ok(None);
             }
             String::new()
@@ -444,6 +456,16 @@ mod tests {
             plan(r#"{"name":"a","scripts":"x"}"#, false).unwrap_err(),
             "\"scripts\" must be an object"
         );
+    }
+
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_kept() {
+        let package = "\u{feff}{\r\n  \"name\": \"a\",\r\n  \"version\": \"1.0.0\"\r\n}\r\n";
+        let text = plan(package, false).unwrap().text.unwrap();
+        assert!(text.starts_with("\u{feff}{\r\n  \"name\""), "{text:?}");
+        assert!(!text.replace("\r\n", "").contains('\n'), "{text:?}");
+        assert!(text.ends_with("}\r\n"));
+        assert!(plan(&text, false).unwrap().text.is_none());
     }
 
     #[test]

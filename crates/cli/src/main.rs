@@ -60,7 +60,7 @@ enum Command {
     /// Show what a running appliance runs and how its last update went
     Status(status::StatusArgs),
     /// Print a directory with the guest Node.js's headers, for building
-    /// native addons: npm_config_nodedir=$(nodeos nodedir) npm ci
+    /// native addons: npm_config_nodedir=$(npx nodeos nodedir) npm ci
     Nodedir(nodedir::NodedirArgs),
 }
 

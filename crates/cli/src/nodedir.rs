@@ -1,6 +1,6 @@
 //! `nodeos nodedir`: where the guest Node.js's headers are, for building
 //! native addons against the Node.js the image runs rather than the
-//! host's: `npm_config_nodedir=$(nodeos nodedir) npm ci`.
+//! host's: `npm_config_nodedir=$(npx nodeos nodedir) npm ci`.
 
 use std::path::PathBuf;
 

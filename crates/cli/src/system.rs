@@ -91,7 +91,10 @@ pub fn prepare(
                     manifest.name, manifest.version
                 ),
             );
-            system.install(slot, dir, manifest)?;
+            let spinner = ui.spinner(&format!("writing slot {slot}"));
+            let installed = system.install(slot, dir, manifest);
+            spinner.finish();
+            installed?;
             slot
         }
     };

@@ -96,6 +96,21 @@ impl Reporter for Ui {
         );
     }
 
+    fn spinner(&self, label: &str) -> Box<dyn Progress> {
+        if !self.progress {
+            return Box::new(nodeos_image::Silent);
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12.cyan.bold} {spinner} {msg} ({elapsed})")
+                .expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar.set_prefix("Progress");
+        bar.set_message(label.to_owned());
+        Box::new(Bar(bar))
+    }
+
     fn progress(&self, label: &str, total: Option<u64>) -> Box<dyn Progress> {
         if !self.progress {
             return Box::new(nodeos_image::Silent);

@@ -93,10 +93,12 @@ pub fn target(path: &Path) -> io::Result<Target> {
     }
     match head.get(..4) {
         Some([0xcf, 0xfa, 0xed, 0xfe]) => {
-            let cpu = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let cpu = head
+                .get(4..8)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
             let arch = match cpu {
-                0x0100_0007 => "x86-64 ",
-                0x0100_000c => "arm64 ",
+                Some(0x0100_0007) => "x86-64 ",
+                Some(0x0100_000c) => "arm64 ",
                 _ => "",
             };
             Ok(Target::Other(format!("a macOS {arch}(Mach-O) binary")))
@@ -463,6 +465,11 @@ mod tests {
         let mut macho = vec![0xcf, 0xfa, 0xed, 0xfe, 0x0c, 0, 0, 0x01];
         macho.resize(64, 0);
         assert_eq!(target_of(&macho), other("a macOS arm64 (Mach-O) binary"));
+        // Cut short after the magic: named, not a panic.
+        assert_eq!(
+            target_of(&[0xcf, 0xfa, 0xed, 0xfe, 0x0c]),
+            other("a macOS (Mach-O) binary")
+        );
         assert_eq!(
             target_of(&[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 2]),
             other("a macOS universal (Mach-O) binary")
@@ -588,7 +595,7 @@ mod tests {
             e.to_string(),
             "native addon node_modules/x/build/Release/x.node (x@1.0.0) was built for Node.js 20 \
              (NODE_MODULE_VERSION 115), but the image runs Node.js 22.23.3 (NODE_MODULE_VERSION 127); \
-             rebuild it for the guest: `npm_config_nodedir=$(nodeos nodedir) \
+             rebuild it for the guest: `npm_config_nodedir=$(npx nodeos nodedir) \
              npm_config_build_from_source=true npm rebuild x`"
         );
         check_abi(

@@ -21,7 +21,7 @@ use crate::node::{self, NodeError};
 use crate::project::{Project, ProjectError};
 use crate::registry::RegistryConfig;
 use crate::rootfs::{LayerKind, RootfsError, RootfsFormat, Staging};
-use crate::{Reporter, cache};
+use crate::{Reporter, cache, config};
 
 /// File name of the kernel inside an image directory.
 pub const KERNEL_FILE: &str = "kernel";
@@ -92,7 +92,7 @@ pub enum BuildError {
 /// dependencies, a `--kernel` path) come before anything slow (downloads,
 /// the kernel build, packing).
 pub fn build(options: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
-    let project = with_update_key(Project::load(&options.project_dir)?, options.update_key);
+    let project = with_update_key(Project::load(&options.project_dir)?, options.update_key)?;
     reporter.status(
         "Building",
         &format!(
@@ -221,14 +221,29 @@ fn installed_package(dest: &Path) -> Option<&Path> {
     (modules.file_name()? == "node_modules").then_some(dir)
 }
 
-/// `project` with its update key replaced by `key`, if one is given: the
-/// key then goes into app.json (what the agent trusts) and the manifest
-/// (what `nodeos deploy` checks) alike.
-fn with_update_key(mut project: Project, key: Option<PublicKey>) -> Project {
+/// `project` with its update key replaced by `key`, if one is given, else
+/// by the key file package.json names, if it does: the key then goes into
+/// app.json (what the agent trusts) and the manifest (what `nodeos deploy`
+/// checks) alike.
+fn with_update_key(mut project: Project, key: Option<PublicKey>) -> Result<Project, ProjectError> {
+    let key = match (key, &project.update_key_file) {
+        (Some(key), _) => Some(key),
+        (None, Some(file)) => {
+            Some(
+                config::read_key_file(file).map_err(|e| ProjectError::Config {
+                    path: project.dir.join("package.json"),
+                    key: e.key,
+                    problem: e.problem,
+                    help: e.help,
+                })?,
+            )
+        }
+        (None, None) => None,
+    };
     if let Some(key) = key {
         project.settings.update.public_key = Some(key);
     }
-    project
+    Ok(project)
 }
 
 /// Writes `<out_dir>/<name>.nodeos/` through a temporary directory beside
@@ -317,7 +332,10 @@ fn write_image(
         ),
     );
     let app = dir.join(APP_FILE);
-    staging.pack(&app, plan.format, LayerKind::App, plan.epoch)?;
+    let spinner = reporter.spinner("packing the app layer");
+    let packed = staging.pack(&app, plan.format, LayerKind::App, plan.epoch);
+    spinner.finish();
+    packed?;
     fs::remove_dir_all(&root).map_err(out_err(&root))?;
 
     let runtime = dir.join(RUNTIME_FILE);
@@ -638,11 +656,11 @@ mod tests {
             from_json
         );
         let key = PublicKey([0x22; 32]);
-        let project = with_update_key(project, Some(key));
+        let project = with_update_key(project, Some(key)).unwrap();
         let config = app_config(&project);
         assert_eq!(config.settings.update.public_key, Some(key));
         assert_eq!(config.settings.update.port, 7071, "only the key changes");
-        let project = with_update_key(project, None);
+        let project = with_update_key(project, None).unwrap();
         assert_eq!(project.settings.update.public_key, Some(key));
     }
 

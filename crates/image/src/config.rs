@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nodeos_manifest::Settings;
 use nodeos_manifest::host::{PortForward, VmSettings};
 use nodeos_manifest::settings::{Cidr, StaticIpv4, StaticIpv6, check_env};
+use nodeos_manifest::update::PublicKey;
 use serde_json::{Map, Value};
 use serde_path_to_error::Segment;
 
@@ -41,6 +42,9 @@ pub struct NodeosConfig {
     pub vm: VmSettings,
     /// `node`: the Node.js version range, instead of `engines.node`.
     pub node: Option<String>,
+    /// `update.publicKey` written as a file path (resolved against the
+    /// project directory), read by [`read_key_file`] when the build needs it.
+    pub key_file: Option<PathBuf>,
 }
 
 /// A problem with the `"nodeos"` key.
@@ -92,7 +96,7 @@ pub fn parse(value: Option<&Value>, dir: &Path) -> Result<NodeosConfig, ConfigEr
             host_object.insert(key.to_owned(), value);
         }
     }
-    read_key_file(&mut settings_object, dir)?;
+    let key_file = take_key_file(&mut settings_object, dir);
     let settings = settings(settings_object)?;
     let env = env_vars(env.as_ref())?;
     let (vm, node) = host_keys(host_object)?;
@@ -101,6 +105,7 @@ pub fn parse(value: Option<&Value>, dir: &Path) -> Result<NodeosConfig, ConfigEr
         env,
         vm,
         node,
+        key_file,
     })
 }
 
@@ -137,39 +142,41 @@ fn host_keys(object: Map<String, Value>) -> Result<(VmSettings, Option<String>),
     Ok((vm, keys.node))
 }
 
-/// Replaces a file path in `update.publicKey` (anything not starting with
-/// `ed25519:`) by the public key the file holds: a `.pub` file or a public
-/// key PEM, relative to `dir`. A private key is refused: it has no place in
-/// a project.
-fn read_key_file(object: &mut Map<String, Value>, dir: &Path) -> Result<(), ConfigError> {
-    let Some(Value::String(written)) = object
-        .get_mut("update")
-        .and_then(|u| u.get_mut("publicKey"))
-    else {
-        return Ok(());
-    };
-    if written.starts_with(crate::keys::PUBLIC_KEY_PREFIX) {
-        return Ok(());
+/// Takes a file path out of `update.publicKey` (anything not starting
+/// with `ed25519:`), resolved against `dir`; [`read_key_file`] reads it
+/// when the build needs the key (`--key` wins without it being read).
+fn take_key_file(object: &mut Map<String, Value>, dir: &Path) -> Option<PathBuf> {
+    let update = object.get_mut("update")?.as_object_mut()?;
+    match update.get("publicKey")? {
+        Value::String(written) if !written.starts_with(crate::keys::PUBLIC_KEY_PREFIX) => {
+            let path = dir.join(written);
+            update.remove("publicKey");
+            Some(path)
+        }
+        _ => None,
     }
+}
+
+/// Reads the public key of `nodeos.update.publicKey` given as a file: a
+/// `.pub` file or a public key PEM. A private key is refused: it has no
+/// place in a project, whose files all go into the image.
+pub fn read_key_file(path: &Path) -> Result<PublicKey, ConfigError> {
     let key = format!("{KEY}.update.publicKey");
-    let path = dir.join(&*written);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     if text.trim_start().starts_with("-----BEGIN PRIVATE KEY-----") {
         return Err(ConfigError::new(
             key,
             format!("{} is a private key", path.display()),
-            "point it at the public key (the .pub file `nodeos keygen` wrote beside it) and keep the private key out of the project",
+            "copy only the public key (the .pub file `nodeos keygen` wrote) into the project, point at it, and keep the private key outside the project",
         ));
     }
-    let public = crate::keys::read_public(&path).map_err(|e| {
+    crate::keys::read_public(path).map_err(|e| {
         ConfigError::new(
             key,
             e.to_string(),
             r#"write the key itself ("ed25519:<64 hex digits>") or the path of a .pub file, relative to package.json"#,
         )
-    })?;
-    *written = public.to_string();
-    Ok(())
+    })
 }
 
 /// Deserialises and validates the settings keys (everything but `env`).
@@ -684,6 +691,11 @@ mod tests {
             "network.dhcpTimeout",
         );
         check(
+            &props["data"]["properties"]["size"],
+            &defaults["data"]["size"],
+            "data.size",
+        );
+        check(
             &props["data"]["properties"]["onCheckFailure"],
             &defaults["data"]["onCheckFailure"],
             "data.onCheckFailure",
@@ -735,26 +747,38 @@ mod tests {
 
     #[test]
     fn a_public_key_path_is_read_relative_to_the_project() {
-        let dir = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let project = tempfile::tempdir().unwrap();
         let key = crate::keys::generate().unwrap();
-        let private = dir.path().join("keys/update.pem");
-        std::fs::create_dir_all(private.parent().unwrap()).unwrap();
+        let private = home.path().join("update.pem");
         crate::keys::write_pair(&key, &private).unwrap();
-        let parse_in = |json: &str| {
+        std::fs::create_dir(project.path().join("keys")).unwrap();
+        std::fs::copy(
+            crate::keys::public_path(&private),
+            project.path().join("keys/update.pub"),
+        )
+        .unwrap();
+        let key_file = |json: &str| {
             let value: Value = serde_json::from_str(json).unwrap();
-            parse(Some(&value), dir.path())
+            let config = parse(Some(&value), project.path()).unwrap();
+            assert_eq!(config.settings.update.public_key, None);
+            config.key_file.expect("a key file")
         };
-        let config = parse_in(r#"{"update":{"publicKey":"keys/update.pem.pub"}}"#).unwrap();
-        assert_eq!(
-            config.settings.update.public_key,
-            Some(crate::keys::public_key(&key))
-        );
-        let e = parse_in(r#"{"update":{"publicKey":"keys/update.pem"}}"#).unwrap_err();
+        // Parsing only resolves the path; the file is read when needed.
+        let path = key_file(r#"{"update":{"publicKey":"keys/update.pub"}}"#);
+        assert_eq!(path, project.path().join("keys/update.pub"));
+        assert_eq!(read_key_file(&path).unwrap(), crate::keys::public_key(&key));
+        let e = read_key_file(&private).unwrap_err();
         assert_eq!(e.key, "nodeos.update.publicKey");
         assert!(e.problem.ends_with("is a private key"), "{e:?}");
-        let e = parse_in(r#"{"update":{"publicKey":"keys/missing.pub"}}"#).unwrap_err();
+        let missing = key_file(r#"{"update":{"publicKey":"keys/missing.pub"}}"#);
+        let e = read_key_file(&missing).unwrap_err();
         assert_eq!(e.key, "nodeos.update.publicKey");
         assert!(e.help.contains(".pub file"), "{e:?}");
+        // A key written out is no file.
+        let value =
+            serde_json::json!({"update": {"publicKey": crate::keys::public_key(&key).to_string()}});
+        assert_eq!(parse(Some(&value), project.path()).unwrap().key_file, None);
     }
 
     #[test]

@@ -945,7 +945,7 @@ mod tests {
             e.to_string(),
             "native addon node_modules/a/build/Release/a.node (a@1.0.0) is a macOS x86-64 (Mach-O) binary, \
              but the guest runs Linux x86-64 with glibc; install node_modules on Linux x86-64 \
-             (e.g. run `npm_config_nodedir=$(nodeos nodedir) npm_config_build_from_source=true npm rebuild a` there), or list it in .nodeosignore if the app never loads it"
+             (e.g. run `npm_config_nodedir=$(npx nodeos nodedir) npm_config_build_from_source=true npm rebuild a` there), or list it in .nodeosignore if the app never loads it"
         );
         // So is text, and the project's own addon gets node-gyp's command.
         fs::remove_file(&addon).expect("rm");
@@ -954,7 +954,7 @@ mod tests {
         assert!(
             matches!(&e, ProjectError::ForeignAddon { package, found, fix, .. }
                 if package == "app@1.0.0" && found == "not a compiled binary"
-                    && fix == "npx node-gyp rebuild --nodedir=$(nodeos nodedir)"),
+                    && fix == "npx node-gyp rebuild --nodedir=$(npx nodeos nodedir)"),
             "{e}"
         );
     }

@@ -161,7 +161,10 @@ pub fn runtime_layer(
     let staging = Staging::new(stage.path().to_owned());
     stage_runtime(inputs, &staging)?;
     let file = AtomicFile::create(&path)?;
-    staging.pack(file.temp_path(), inputs.format, LayerKind::Runtime, 0)?;
+    let spinner = reporter.spinner("packing the runtime layer");
+    let packed = staging.pack(file.temp_path(), inputs.format, LayerKind::Runtime, 0);
+    spinner.finish();
+    packed?;
     let (sha256, size) = crate::sha256_file(file.temp_path()).map_err(|source| CacheError::Io {
         path: file.temp_path().to_owned(),
         source,

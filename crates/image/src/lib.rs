@@ -47,6 +47,11 @@ pub trait Reporter: Sync {
     fn progress(&self, label: &str, total: Option<u64>) -> Box<dyn Progress>;
     /// A detail only `--verbose` shows: what was found, chosen or run.
     fn detail(&self, _message: &str) {}
+    /// Starts a spinner with the elapsed time, for a step of unknown
+    /// length (packing a layer); [`Progress::finish`] clears it.
+    fn spinner(&self, _label: &str) -> Box<dyn Progress> {
+        Box::new(Silent)
+    }
 }
 
 /// A running byte-count progress display.

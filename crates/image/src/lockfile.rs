@@ -76,9 +76,9 @@ impl PackageManager {
     /// The command that rebuilds the native addon of `package` for the
     /// guest's Node.js; `None` for the project itself.
     pub fn rebuild_command(self, package: Option<&str>) -> String {
-        let env = "npm_config_nodedir=$(nodeos nodedir) npm_config_build_from_source=true";
+        let env = "npm_config_nodedir=$(npx nodeos nodedir) npm_config_build_from_source=true";
         match package {
-            None => "npx node-gyp rebuild --nodedir=$(nodeos nodedir)".to_string(),
+            None => "npx node-gyp rebuild --nodedir=$(npx nodeos nodedir)".to_string(),
             Some(name) if self == PackageManager::Pnpm => format!("{env} pnpm rebuild {name}"),
             Some(name) => format!("{env} npm rebuild {name}"),
         }
@@ -515,7 +515,7 @@ mod tests {
         assert_eq!(PackageManager::detect(d), PackageManager::Pnpm);
         assert_eq!(
             PackageManager::Pnpm.rebuild_command(Some("x")),
-            "npm_config_nodedir=$(nodeos nodedir) npm_config_build_from_source=true pnpm rebuild x"
+            "npm_config_nodedir=$(npx nodeos nodedir) npm_config_build_from_source=true pnpm rebuild x"
         );
     }
 }

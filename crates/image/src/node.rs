@@ -97,7 +97,7 @@ pub enum NodeError {
         source: SemverError,
     },
     #[error(
-        "engines.node {range:?} matches no published Node.js version{}; change engines.node in package.json",
+        "the Node.js version range {range:?} (package.json's nodeos.node, else engines.node) matches no published Node.js version{}; change it in package.json",
         newest.as_ref().map(|v| format!(" (newest is {v})")).unwrap_or_default()
     )]
     NoMatchingVersion {
@@ -948,8 +948,8 @@ mod tests {
         ));
         assert_eq!(
             err.to_string(),
-            "engines.node \"^99\" matches no published Node.js version (newest is 25.2.1); \
-             change engines.node in package.json"
+            "the Node.js version range \"^99\" (package.json's nodeos.node, else engines.node) \
+             matches no published Node.js version (newest is 25.2.1); change it in package.json"
         );
         let err = resolve_version(Some("22"), &[]).unwrap_err();
         assert!(matches!(

@@ -60,6 +60,9 @@ pub struct Project {
     pub env: BTreeMap<String, String>,
     /// How `nodeos run` starts the VM (`nodeos.memory`, `cpus`, `ports`).
     pub vm: VmSettings,
+    /// `nodeos.update.publicKey` given as a file, read when the image is
+    /// built without `--key` ([`config::read_key_file`]).
+    pub update_key_file: Option<PathBuf>,
 }
 
 /// Which part of `package.json` chose the entry file.
@@ -296,6 +299,7 @@ impl Project {
             env,
             vm,
             node,
+            key_file,
         } = config::parse(object.get(config::KEY), &dir).map_err(|e| ProjectError::Config {
             path: path.clone(),
             key: e.key,
@@ -341,6 +345,7 @@ impl Project {
             settings,
             env,
             vm,
+            update_key_file: key_file,
         })
     }
 

@@ -125,7 +125,7 @@ fn build_refuses_an_addon_for_another_platform_and_names_its_package() {
         stderr(&out).contains(
             "native addon node_modules/a/build/Release/a.node (a@1.0.0) is an ELF binary for Linux aarch64, \
              but the guest runs Linux x86-64 with glibc; install node_modules on Linux x86-64 (e.g. run \
-             `npm_config_nodedir=$(nodeos nodedir) npm_config_build_from_source=true npm rebuild a` there), or list it in .nodeosignore if the app never loads it"
+             `npm_config_nodedir=$(npx nodeos nodedir) npm_config_build_from_source=true npm rebuild a` there), or list it in .nodeosignore if the app never loads it"
         ),
         "{}",
         stderr(&out)
@@ -181,7 +181,7 @@ fn build_refuses_an_addon_built_for_another_node_abi() {
              (NODE_MODULE_VERSION 115), but the image runs Node.js 22."
         ) && err.contains("(NODE_MODULE_VERSION 127)")
             && err.contains(
-                "; rebuild it for the guest: `npm_config_nodedir=$(nodeos nodedir) \
+                "; rebuild it for the guest: `npm_config_nodedir=$(npx nodeos nodedir) \
              npm_config_build_from_source=true npm rebuild a`"
             ),
         "{err}"

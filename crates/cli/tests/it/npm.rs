@@ -112,6 +112,21 @@ fn npm_install_from_the_tarballs_gives_a_nodeos_that_builds_an_image() {
         .as_str()
         .unwrap_or_default();
     assert!(resolved.starts_with("file:"), "resolved: {resolved:?}");
+    // What a registry install relies on: nodeos names the platform package,
+    // at exactly the version that was packed with it, as an optional
+    // dependency (npm then installs it only on a matching os and cpu).
+    let read_json = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let main = read_json(modules.join("nodeos/package.json"));
+    let platform = read_json(modules.join(PLATFORM_PACKAGE).join("package.json"));
+    assert_eq!(
+        main["optionalDependencies"][PLATFORM_PACKAGE], platform["version"],
+        "{main}"
+    );
+    assert_eq!(main["version"], platform["version"]);
+    assert_eq!(platform["os"], serde_json::json!(["linux"]));
+    assert_eq!(platform["cpu"], serde_json::json!(["x64"]));
     let schema = std::fs::read(modules.join("nodeos/schema.json")).unwrap();
     serde_json::from_slice::<serde_json::Value>(&schema).expect("schema.json is JSON");
 
