@@ -224,25 +224,20 @@ pub fn fetch_node_in(
     reporter: &dyn Reporter,
 ) -> Result<NodeRuntime, NodeError> {
     let resolved = resolve_in(cache, range, registry, reporter)?;
-    let binary = &resolved.runtime.binary;
-    let version = &resolved.runtime.version;
-    if binary.is_file() {
-        reporter.status("Cached", &format!("node {version}"));
-        return Ok(resolved.runtime);
-    }
-    let _lock = cache::lock(&resolved.entry)?;
-    if binary.is_file() {
-        // Another build made it while we waited for the lock.
-        reporter.status("Cached", &format!("node {version}"));
-        return Ok(resolved.runtime);
-    }
-    resolved.download_tarball(reporter)?;
-    reporter.status("Extracting", &format!("node {version}"));
-    extract_binary(
-        &resolved.tarball,
-        &resolved.tarball_url,
+    let what = format!("node {}", resolved.runtime.version);
+    resolved.extract_once(
         &resolved.entry,
+        || resolved.runtime.binary.is_file(),
+        &what,
         reporter,
+        || {
+            extract_binary(
+                &resolved.tarball,
+                &resolved.tarball_url,
+                &resolved.entry,
+                reporter,
+            )
+        },
     )?;
     Ok(resolved.runtime)
 }
@@ -283,18 +278,13 @@ pub fn fetch_headers_in(
         version: version.clone(),
         dir: dir.clone(),
     };
-    if dir.is_dir() {
-        reporter.status("Cached", &format!("node {version} headers"));
-        return Ok(headers);
-    }
-    let _lock = cache::lock(&dir)?;
-    if dir.is_dir() {
-        reporter.status("Cached", &format!("node {version} headers"));
-        return Ok(headers);
-    }
-    resolved.download_tarball(reporter)?;
-    reporter.status("Extracting", &format!("node {version} headers"));
-    extract_headers(&resolved.tarball, &resolved.tarball_url, &dir)?;
+    resolved.extract_once(
+        &dir,
+        || dir.is_dir(),
+        &format!("node {version} headers"),
+        reporter,
+        || extract_headers(&resolved.tarball, &resolved.tarball_url, &dir),
+    )?;
     Ok(headers)
 }
 
@@ -375,6 +365,29 @@ struct Resolved {
 
 impl Resolved {
     /// Downloads the tarball unless it is in the cache already.
+    /// Runs `extract` (after downloading the tarball if need be) unless
+    /// `done` says its result is in the cache already, checked again under
+    /// the cache lock of `lock`: another build may have made it meanwhile.
+    fn extract_once(
+        &self,
+        lock: &Path,
+        done: impl Fn() -> bool,
+        what: &str,
+        reporter: &dyn Reporter,
+        extract: impl FnOnce() -> Result<(), NodeError>,
+    ) -> Result<(), NodeError> {
+        if !done() {
+            let _lock = cache::lock(lock)?;
+            if !done() {
+                self.download_tarball(reporter)?;
+                reporter.status("Extracting", what);
+                return extract();
+            }
+        }
+        reporter.status("Cached", what);
+        Ok(())
+    }
+
     fn download_tarball(&self, reporter: &dyn Reporter) -> Result<(), NodeError> {
         if self.tarball.is_file() {
             return Ok(());
