@@ -65,6 +65,9 @@ pub enum Exit {
     /// is not an update agent), or `deploy` saw no verdict within
     /// `--timeout`.
     Unreachable = 17,
+    /// `export`: the output path cannot be written (its directory is
+    /// missing or read-only, or the disk is full); nothing is left behind.
+    Output = 18,
     /// `run` was interrupted twice and the VM was killed.
     Interrupted = 130,
 }

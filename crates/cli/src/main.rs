@@ -10,6 +10,7 @@ mod build;
 mod deploy;
 mod envfile;
 mod exit;
+mod export;
 mod init;
 mod keygen;
 mod nodedir;
@@ -59,6 +60,9 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Show what a running appliance runs and how its last update went
     Status(status::StatusArgs),
+    /// Write an image as a UEFI disk (raw, qcow2, vmdk, vhdx), a GCE image,
+    /// a Firecracker directory or a KubeVirt containerDisk
+    Export(export::ExportArgs),
     /// Print a directory with the guest Node.js's headers, for building
     /// native addons: npm_config_nodedir=$(npx nodeos nodedir) npm ci
     Nodedir(nodedir::NodedirArgs),
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Deploy(args) => deploy::run(args, &ui),
         Command::Status(args) => status::run(args, &ui),
         Command::Nodedir(args) => nodedir::run(args, &ui),
+        Command::Export(args) => export::run(args, &ui),
     };
     match result {
         Ok(exit) => ExitCode::from(exit.code()),
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
 }
 
 /// `outer: inner: innermost`, each cause once.
-fn format_chain(err: &anyhow::Error) -> String {
+pub(crate) fn format_chain(err: &anyhow::Error) -> String {
     let mut text = String::new();
     let mut last = String::new();
     for cause in err.chain() {

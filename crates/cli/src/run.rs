@@ -607,7 +607,7 @@ fn exit_for(outcome: Outcome, stop_requested: bool) -> anyhow::Result<Exit> {
 }
 
 /// `dist/<name>.nodeos` of the project in the current directory.
-fn default_image_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_image_dir() -> anyhow::Result<PathBuf> {
     match Project::load(Path::new(".")) {
         Ok(project) => Ok(Path::new("dist").join(format!("{}.nodeos", project.image_name()))),
         Err(e) => Err(fail(

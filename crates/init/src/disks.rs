@@ -3,8 +3,9 @@
 //! read-only layer (EROFS or squashfs), an ext4 volume, or the run config
 //! `nodeos run` writes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use nodeos_manifest::DATA_LABEL;
 use nodeos_manifest::settings::RUN_CONFIG_MAGIC;
 
 use crate::system::System;
@@ -67,10 +68,43 @@ pub fn classify(head: &[u8]) -> Content {
     Content::Unknown
 }
 
-/// Every virtio disk (`/sys/block/vd*`) in name order, classified. A disk
-/// that cannot be read is left out.
+/// Every virtio disk (`/sys/block/vd*`) in name order, then the data
+/// partition of a disk made by `nodeos export` (GPT name [`DATA_LABEL`],
+/// on whatever disk: virtio, SCSI or NVMe), classified. A disk that cannot
+/// be read is left out.
 pub fn scan(sys: &mut impl System) -> Vec<Disk> {
-    let Ok(names) = sys.list(std::path::Path::new("/sys/block")) else {
+    let mut disks = whole_disks(sys);
+    disks.extend(named_partition(sys, DATA_LABEL).and_then(|dev| {
+        let head = sys.read(&dev, HEAD_LEN).ok()?;
+        Some(Disk {
+            content: classify(&head),
+            dev,
+        })
+    }));
+    disks
+}
+
+/// The device node of the partition with the GPT name `name`, from
+/// `PARTNAME=` in `/sys/class/block/*/uevent`.
+pub fn named_partition(sys: &mut impl System, name: &str) -> Option<PathBuf> {
+    let class = Path::new("/sys/class/block");
+    let mut entries = sys.list(class).ok()?;
+    entries.sort();
+    entries.into_iter().find_map(|entry| {
+        let uevent = sys.read(&class.join(&entry).join("uevent"), 4096).ok()?;
+        let text = String::from_utf8_lossy(&uevent);
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        let devname = field("DEVNAME").filter(|d| !d.is_empty() && !d.contains(".."))?;
+        (field("PARTNAME")? == name).then(|| Path::new("/dev").join(devname))
+    })
+}
+
+fn whole_disks(sys: &mut impl System) -> Vec<Disk> {
+    let Ok(names) = sys.list(Path::new("/sys/block")) else {
         return Vec::new();
     };
     names
@@ -127,6 +161,35 @@ pub(crate) mod tests {
         }
         assert_eq!(classify(b"hs"), Content::Unknown);
         assert_eq!(classify(&[]), Content::Unknown);
+    }
+
+    #[test]
+    fn the_data_partition_of_an_exported_disk_is_found_by_name() {
+        let data = Content::Ext4 {
+            label: DATA_LABEL.into(),
+        };
+        let mut sys = Recorder::default()
+            .with_file(
+                "/sys/class/block/nvme0n1/uevent",
+                "DEVNAME=nvme0n1\nDEVTYPE=disk\n",
+            )
+            .with_file(
+                "/sys/class/block/nvme0n1p1/uevent",
+                "DEVNAME=nvme0n1p1\nPARTNAME=nodeos-esp\n",
+            )
+            .with_file(
+                "/sys/class/block/nvme0n1p9/uevent",
+                "MAJOR=259\nDEVNAME=nvme0n1p9\nPARTNAME=nodeos-data\n",
+            )
+            .with_file("/dev/nvme0n1p9", head(&data));
+        assert_eq!(
+            scan(&mut sys),
+            [Disk {
+                dev: "/dev/nvme0n1p9".into(),
+                content: data
+            }]
+        );
+        assert_eq!(named_partition(&mut sys, "nodeos-app-b"), None);
     }
 
     #[test]

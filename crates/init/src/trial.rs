@@ -102,6 +102,14 @@ impl Updates {
             }
         });
         drop(store);
+        if result.is_ok()
+            && let Some(esp) = &shared.esp
+            && let Err(e) = esp.commit(slot)
+        {
+            // The state says committed; the firmware would still boot the
+            // old slot once the entry's try is used up.
+            say!("warning: cannot mark slot {slot}'s boot entry committed: {e}");
+        }
         match result {
             Ok(()) => log::marker(&format!(
                 "{}: {} {from} → {} (slot {slot}; {detail})",
@@ -145,6 +153,12 @@ impl Updates {
         if let Err(e) = result {
             // The host still rolls back: the trial's one try is used up.
             say!("error: cannot record the rollback: {e}");
+        }
+        if let Some(esp) = &shared.esp
+            && let Err(e) = esp.remove(slot)
+        {
+            // Its try is used up: the firmware boots the other slot anyway.
+            say!("warning: cannot remove slot {slot}'s boot entry: {e}");
         }
     }
 }

@@ -267,6 +267,7 @@ pub struct AppConfig {
 
 pub mod bundle;
 pub mod console;
+pub mod esp;
 pub mod frame;
 pub mod host;
 pub mod settings;

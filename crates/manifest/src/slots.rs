@@ -94,6 +94,9 @@ pub fn partition_name(part: Part, slot: Slot) -> String {
 /// Kernel command line argument naming the slot being booted.
 pub const CMDLINE_SLOT: &str = "nodeos.slot=";
 
+/// Why a trial with no tries left is rolled back.
+pub const NO_VERDICT: &str = "the new version never confirmed it was healthy (it did not reach a verdict within its trial boot)";
+
 /// Bytes of one state copy (two copies, at 0 and at this offset).
 pub const STATE_COPY_LEN: usize = 4096;
 /// Offset of the last trial's log tail in the state partition.
@@ -252,6 +255,32 @@ impl State {
         }
     }
 
+    /// Marks the inactive `slot` bad and the last update (for it, or a new
+    /// record of it) rolled back for `reason` at `now_ms`: its trial
+    /// failed, or ended with no verdict.
+    pub fn roll_back(&mut self, slot: Slot, reason: &str, now_ms: u64) {
+        let from = self.slot(self.active).version.clone();
+        let entry = self.slot_mut(slot);
+        entry.status = SlotStatus::Bad;
+        entry.tries = 0;
+        let (sequence, to) = (entry.sequence, entry.version.clone());
+        let last = match &mut self.last_update {
+            Some(last) if last.slot == slot => last,
+            last => last.insert(LastUpdate {
+                sequence,
+                from,
+                to,
+                slot,
+                result: UpdateResult::RolledBack,
+                reason: String::new(),
+                at_ms: now_ms,
+            }),
+        };
+        last.result = UpdateResult::RolledBack;
+        last.reason = reason.to_owned();
+        last.at_ms = now_ms;
+    }
+
     /// The slot on trial, if any.
     pub fn trying(&self) -> Option<Slot> {
         [Slot::A, Slot::B]
@@ -387,6 +416,41 @@ fn truncate_utf8(text: &mut String, max: usize) {
     }
 }
 
+/// The kernel command line `cmdline` made to boot `slot` of the system
+/// disk: its `root=` argument (whatever its value; one is added if there
+/// is none) becomes `root=PARTLABEL=nodeos-runtime-<slot>`, and
+/// `nodeos.slot=<slot>` is added, replacing any there was. Arguments after
+/// `--` (init's, not the kernel's) are kept as they are, after both.
+pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
+    let root = format!("root=PARTLABEL={}", partition_name(Part::Runtime, slot));
+    let mut words = cmdline.split_whitespace();
+    let mut args: Vec<&str> = Vec::new();
+    let mut has_root = false;
+    let mut init_args = None;
+    for word in words.by_ref() {
+        if word == "--" {
+            init_args = Some(word);
+            break;
+        }
+        if word.starts_with("root=") {
+            if !has_root {
+                args.push(&root);
+                has_root = true;
+            }
+        } else if !word.starts_with(CMDLINE_SLOT) {
+            args.push(word);
+        }
+    }
+    if !has_root {
+        args.push(&root);
+    }
+    let slot_arg = format!("{}{slot}", CMDLINE_SLOT);
+    args.push(&slot_arg);
+    args.extend(init_args);
+    args.extend(words);
+    args.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,5 +527,40 @@ mod tests {
         assert_eq!(decode_log_tail(&[0; 100]), None);
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
         assert_eq!(last_lines("a\nb", 5), "a\nb");
+    }
+
+    #[test]
+    fn slot_cmdline_replaces_root_and_the_slot() {
+        let cases = [
+            (
+                "console=ttyS0 root=/dev/vda ro",
+                Slot::B,
+                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b ro nodeos.slot=b",
+            ),
+            (
+                "console=ttyS0  ro quiet",
+                Slot::A,
+                "console=ttyS0 ro quiet root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
+            ),
+            (
+                "root=PARTLABEL=nodeos-runtime-a rootfstype=erofs nodeos.slot=a ro",
+                Slot::B,
+                "root=PARTLABEL=nodeos-runtime-b rootfstype=erofs ro nodeos.slot=b",
+            ),
+            (
+                "root=/dev/vda root=/dev/vdb panic=-1",
+                Slot::A,
+                "root=PARTLABEL=nodeos-runtime-a panic=-1 nodeos.slot=a",
+            ),
+            (
+                "console=ttyS0 root=/dev/vda -- root=init-arg nodeos.slot=x",
+                Slot::B,
+                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b nodeos.slot=b -- root=init-arg nodeos.slot=x",
+            ),
+            ("", Slot::A, "root=PARTLABEL=nodeos-runtime-a nodeos.slot=a"),
+        ];
+        for (cmdline, slot, expected) in cases {
+            assert_eq!(slot_cmdline(cmdline, slot), expected, "{cmdline:?}");
+        }
     }
 }

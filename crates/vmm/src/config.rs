@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 pub use nodeos_manifest::host::PortForward;
-use nodeos_manifest::slots::{self, Part, Slot, SlotMeta};
+pub use nodeos_manifest::slots::slot_cmdline;
+use nodeos_manifest::slots::{Slot, SlotMeta};
 use nodeos_manifest::{Manifest, RunConfig};
 
 use crate::Error;
@@ -396,44 +397,6 @@ impl fmt::Debug for VmConfig {
     }
 }
 
-/// The kernel command line `cmdline` made to boot `slot` of the system
-/// disk: its `root=` argument (whatever its value; one is added if there
-/// is none) becomes `root=PARTLABEL=nodeos-runtime-<slot>`, and
-/// `nodeos.slot=<slot>` is added, replacing any there was. Arguments after
-/// `--` (init's, not the kernel's) are kept as they are, after both.
-pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
-    let root = format!(
-        "root=PARTLABEL={}",
-        slots::partition_name(Part::Runtime, slot)
-    );
-    let mut words = cmdline.split_whitespace();
-    let mut args: Vec<&str> = Vec::new();
-    let mut has_root = false;
-    let mut init_args = None;
-    for word in words.by_ref() {
-        if word == "--" {
-            init_args = Some(word);
-            break;
-        }
-        if word.starts_with("root=") {
-            if !has_root {
-                args.push(&root);
-                has_root = true;
-            }
-        } else if !word.starts_with(slots::CMDLINE_SLOT) {
-            args.push(word);
-        }
-    }
-    if !has_root {
-        args.push(&root);
-    }
-    let slot_arg = format!("{}{slot}", slots::CMDLINE_SLOT);
-    args.push(&slot_arg);
-    args.extend(init_args);
-    args.extend(words);
-    args.join(" ")
-}
-
 /// QEMU option values are comma-separated: a literal comma is doubled.
 fn escape_commas(value: &OsStr) -> OsString {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -622,41 +585,6 @@ mod tests {
                     .collect();
                 assert_eq!(disks.last().unwrap().as_str(), args[device]);
             }
-        }
-    }
-
-    #[test]
-    fn slot_cmdline_replaces_root_and_the_slot() {
-        let cases = [
-            (
-                "console=ttyS0 root=/dev/vda ro",
-                Slot::B,
-                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b ro nodeos.slot=b",
-            ),
-            (
-                "console=ttyS0  ro quiet",
-                Slot::A,
-                "console=ttyS0 ro quiet root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
-            ),
-            (
-                "root=PARTLABEL=nodeos-runtime-a rootfstype=erofs nodeos.slot=a ro",
-                Slot::B,
-                "root=PARTLABEL=nodeos-runtime-b rootfstype=erofs ro nodeos.slot=b",
-            ),
-            (
-                "root=/dev/vda root=/dev/vdb panic=-1",
-                Slot::A,
-                "root=PARTLABEL=nodeos-runtime-a panic=-1 nodeos.slot=a",
-            ),
-            (
-                "console=ttyS0 root=/dev/vda -- root=init-arg nodeos.slot=x",
-                Slot::B,
-                "console=ttyS0 root=PARTLABEL=nodeos-runtime-b nodeos.slot=b -- root=init-arg nodeos.slot=x",
-            ),
-            ("", Slot::A, "root=PARTLABEL=nodeos-runtime-a nodeos.slot=a"),
-        ];
-        for (cmdline, slot, expected) in cases {
-            assert_eq!(slot_cmdline(cmdline, slot), expected, "{cmdline:?}");
         }
     }
 

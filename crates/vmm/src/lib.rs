@@ -60,5 +60,5 @@ pub use error::Error;
 pub use outcome::Outcome;
 pub use qmp::Qmp;
 pub use slots::{Boot, choose_boot, record_host_rollback};
-pub use system_disk::{Layout, SystemDisk, SystemDiskError};
+pub use system_disk::{Extras, Layout, SystemDisk, SystemDiskError, disk_len};
 pub use vm::{Vm, check_forwards};

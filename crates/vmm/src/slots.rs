@@ -10,10 +10,9 @@
 //! failure, Ctrl-C) leaves `tries: 0`, and the next [`choose_boot`] rolls
 //! it back.
 
-use nodeos_manifest::slots::{LastUpdate, Slot, SlotStatus, State, UpdateResult};
+use nodeos_manifest::slots::{Slot, SlotStatus, State};
 
-/// Why a trial with no tries left is rolled back.
-pub const NO_VERDICT: &str = "the new version never confirmed it was healthy (it did not reach a verdict within its trial boot)";
+pub use nodeos_manifest::slots::NO_VERDICT;
 
 /// What to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +57,7 @@ pub fn choose_boot(state: &mut State, now_ms: u64) -> Boot {
                 rolled_back: None,
             };
         }
-        roll_back(state, other, NO_VERDICT, now_ms);
+        state.roll_back(other, NO_VERDICT, now_ms);
         return Boot {
             slot: active,
             trial: false,
@@ -95,39 +94,14 @@ pub fn record_host_rollback(state: &mut State, slot: Slot, reason: &str, now_ms:
         entry.status = SlotStatus::Bad;
         entry.tries = 0;
     } else {
-        roll_back(state, slot, reason, now_ms);
+        state.roll_back(slot, reason, now_ms);
     }
-}
-
-/// Marks the inactive `slot` bad and the last update (for it, or a new
-/// record of it) rolled back.
-fn roll_back(state: &mut State, slot: Slot, reason: &str, now_ms: u64) {
-    let from = state.slot(state.active).version.clone();
-    let entry = state.slot_mut(slot);
-    entry.status = SlotStatus::Bad;
-    entry.tries = 0;
-    let (sequence, to) = (entry.sequence, entry.version.clone());
-    let last = match &mut state.last_update {
-        Some(last) if last.slot == slot => last,
-        last => last.insert(LastUpdate {
-            sequence,
-            from,
-            to,
-            slot,
-            result: UpdateResult::RolledBack,
-            reason: String::new(),
-            at_ms: now_ms,
-        }),
-    };
-    last.result = UpdateResult::RolledBack;
-    last.reason = reason.to_owned();
-    last.at_ms = now_ms;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodeos_manifest::slots::SlotState;
+    use nodeos_manifest::slots::{LastUpdate, SlotState, UpdateResult};
 
     const NOW: u64 = 1_795_705_201_000;
 

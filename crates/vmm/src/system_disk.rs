@@ -28,11 +28,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use gptman::{GPT, GPTPartitionEntry};
-use nodeos_manifest::Manifest;
+use nodeos_manifest::esp::ESP_PARTITION;
 use nodeos_manifest::slots::{
     self, LOG_MAX, LOG_OFFSET, Part, SLOT_META_LEN, STATE_COPY_LEN, STATE_PARTITION,
     STATE_PARTITION_LEN, Slot, SlotMeta, SlotMetaError, State,
 };
+use nodeos_manifest::{DATA_LABEL, Manifest};
 use sha2::{Digest, Sha256};
 
 use nodeos_manifest::update::to_hex as hex;
@@ -48,7 +49,12 @@ const SECTOR: u64 = 512;
 const GPT_RESERVE: u64 = MIB;
 /// Buffer size for copying and hashing artefacts.
 const CHUNK: usize = MIB as usize;
-/// Partition type of every partition: "Linux filesystem data"
+/// Partition type of the EFI system partition
+/// (C12A7328-F81F-11D2-BA4B-00A0C93EC93B), in GPT's mixed-endian byte order.
+const EFI_SYSTEM: [u8; 16] = [
+    0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b,
+];
+/// Partition type of every other partition: "Linux filesystem data"
 /// (0FC63DAF-8483-4772-8E79-3D69D8477DE4), in GPT's mixed-endian byte order.
 const LINUX_DATA: [u8; 16] = [
     0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4,
@@ -189,6 +195,69 @@ impl Layout {
     }
 }
 
+/// Partitions a disk made by `nodeos export` has besides the system
+/// disk's own; [`SystemDisk::open`] accepts a disk with or without them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Size of the EFI system partition ([`ESP_PARTITION`]), placed first.
+    pub esp: Option<u64>,
+    /// Size of the data partition ([`DATA_LABEL`]), placed last so that a
+    /// grown disk can grow it.
+    pub data: Option<u64>,
+    /// Every GUID is derived from this seed instead of drawn at random, so
+    /// the same seed gives the same partition table.
+    pub guid_seed: Option<Vec<u8>>,
+}
+
+/// The bytes a disk of `layout` and `extras` takes (its file's length).
+pub fn disk_len(layout: &Layout, extras: &Extras) -> u64 {
+    table(layout, extras)
+        .iter()
+        .try_fold(2 * GPT_RESERVE, |total, p| total.checked_add(p.len))
+        .unwrap_or(u64::MAX)
+}
+
+/// One partition to create.
+struct Planned {
+    name: String,
+    type_guid: [u8; 16],
+    len: u64,
+}
+
+/// Every partition of a disk of `layout` and `extras`, in disk order.
+fn table(layout: &Layout, extras: &Extras) -> Vec<Planned> {
+    let mut sizes = vec![STATE_PARTITION_LEN];
+    for part in Part::ALL {
+        let len = round_up(layout.len(part));
+        sizes.extend([len, len]);
+    }
+    let mut planned: Vec<Planned> = extras
+        .esp
+        .map(|len| Planned {
+            name: ESP_PARTITION.to_owned(),
+            type_guid: EFI_SYSTEM,
+            len: round_up(len),
+        })
+        .into_iter()
+        .collect();
+    planned.extend(
+        partition_names()
+            .into_iter()
+            .zip(sizes)
+            .map(|(name, len)| Planned {
+                name,
+                type_guid: LINUX_DATA,
+                len,
+            }),
+    );
+    planned.extend(extras.data.map(|len| Planned {
+        name: DATA_LABEL.to_owned(),
+        type_guid: LINUX_DATA,
+        len: round_up(len),
+    }));
+    planned
+}
+
 /// `bytes` rounded up to whole MiB, at least one.
 fn round_up(bytes: u64) -> u64 {
     bytes.max(1).div_ceil(MIB) * MIB
@@ -225,6 +294,15 @@ impl SystemDisk {
     /// name in the same directory and renamed into place only once
     /// complete, so a failure leaves nothing behind.
     pub fn create(path: &Path, layout: &Layout) -> Result<SystemDisk, SystemDiskError> {
+        SystemDisk::create_with(path, layout, &Extras::default())
+    }
+
+    /// [`SystemDisk::create`] with the partitions of `extras` too.
+    pub fn create_with(
+        path: &Path,
+        layout: &Layout,
+        extras: &Extras,
+    ) -> Result<SystemDisk, SystemDiskError> {
         if path.symlink_metadata().is_ok() {
             return Err(SystemDiskError::Exists {
                 path: path.to_owned(),
@@ -247,7 +325,7 @@ impl SystemDisk {
                 "cannot create the system disk `{shown}` in `{}`",
                 dir.display()
             )))?;
-        write_table(path, tmp.as_file(), layout)?;
+        write_table(path, tmp.as_file(), layout, extras)?;
         tmp.as_file().sync_all().map_err(io_error(cannot()))?;
         // The temporary file is removed if anything above failed.
         match tmp.persist_noclobber(path) {
@@ -668,43 +746,57 @@ impl SystemDisk {
     }
 }
 
-/// Writes an empty system disk of `layout` into `file` (a new, empty file):
-/// sizes it, then writes the protective MBR and the GPT.
-fn write_table(path: &Path, file: &File, layout: &Layout) -> Result<(), SystemDiskError> {
+/// Writes an empty system disk of `layout` and `extras` into `file` (a new,
+/// empty file): sizes it, then writes the protective MBR and the GPT.
+fn write_table(
+    path: &Path,
+    file: &File,
+    layout: &Layout,
+    extras: &Extras,
+) -> Result<(), SystemDiskError> {
     let gpt_error = |source| SystemDiskError::Gpt {
         path: path.to_owned(),
         source,
     };
-    let mut sizes = vec![STATE_PARTITION_LEN];
-    for part in Part::ALL {
-        let len = round_up(layout.len(part));
-        sizes.extend([len, len]);
-    }
-    let total = sizes
-        .iter()
-        .try_fold(2 * GPT_RESERVE, |total, &len| total.checked_add(len))
-        .unwrap_or(u64::MAX);
+    let total = disk_len(layout, extras);
     file.set_len(total).map_err(io_error(format!(
         "cannot create the system disk `{}` of {total} bytes",
         path.display()
     )))?;
-    let mut gpt = GPT::new_from(&mut &*file, SECTOR, random_guid()?).map_err(gpt_error)?;
+    let guid = |purpose: &str| match &extras.guid_seed {
+        Some(seed) => Ok(derived_guid(seed, purpose)),
+        None => random_guid(),
+    };
+    let mut gpt = GPT::new_from(&mut &*file, SECTOR, guid("disk")?).map_err(gpt_error)?;
     gpt.align = MIB / SECTOR;
     let mut start = GPT_RESERVE;
-    for (i, (name, len)) in partition_names().into_iter().zip(sizes).enumerate() {
+    for (i, planned) in table(layout, extras).into_iter().enumerate() {
         gpt[i as u32 + 1] = GPTPartitionEntry {
-            partition_type_guid: LINUX_DATA,
-            unique_partition_guid: random_guid()?,
+            partition_type_guid: planned.type_guid,
+            unique_partition_guid: guid(&planned.name)?,
             starting_lba: start / SECTOR,
-            ending_lba: (start + len) / SECTOR - 1,
+            ending_lba: (start + planned.len) / SECTOR - 1,
             attribute_bits: 0,
-            partition_name: name.as_str().into(),
+            partition_name: planned.name.as_str().into(),
         };
-        start += len;
+        start += planned.len;
     }
     gpt.write_into(&mut &*file).map_err(gpt_error)?;
     GPT::write_protective_mbr_into(&mut &*file, SECTOR).map_err(gpt_error)?;
     Ok(())
+}
+
+/// A version 4 GUID in GPT byte order made from sha256(`seed`, `purpose`).
+fn derived_guid(seed: &[u8], purpose: &str) -> [u8; 16] {
+    let digest = Sha256::new()
+        .chain_update(seed)
+        .chain_update([0])
+        .chain_update(purpose.as_bytes())
+        .finalize();
+    let mut guid = [0; 16];
+    guid.copy_from_slice(&digest[..16]);
+    set_version_4(&mut guid);
+    guid
 }
 
 /// A random (version 4) GUID in GPT byte order.
@@ -714,11 +806,15 @@ fn random_guid() -> Result<[u8; 16], SystemDiskError> {
         what: "cannot get random bytes for the system disk's GUIDs".into(),
         source: std::io::Error::other(e),
     })?;
-    // Version 4 in the high nibble of the third field (stored little-endian),
-    // variant 10 in the top bits of the fourth.
+    set_version_4(&mut guid);
+    Ok(guid)
+}
+
+/// Version 4 in the high nibble of the third field (stored little-endian),
+/// variant 10 in the top bits of the fourth.
+fn set_version_4(guid: &mut [u8; 16]) {
     guid[7] = (guid[7] & 0x0f) | 0x40;
     guid[8] = (guid[8] & 0x3f) | 0x80;
-    Ok(guid)
 }
 
 /// `kernel`, `runtime` or `app`: how errors name a slot's artefacts.
@@ -798,6 +894,47 @@ mod tests {
     }
 
     const SIZES: [u64; 3] = [300_000, 1_500_000, 5_000];
+
+    #[test]
+    fn an_export_disk_has_the_esp_first_and_data_last_and_the_same_bytes_for_a_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let extras = Extras {
+            esp: Some(3 * MIB),
+            data: Some(5 * MIB),
+            guid_seed: Some(b"seed".to_vec()),
+        };
+        let make = |name: &str| {
+            let path = dir.path().join(name);
+            let disk = SystemDisk::create_with(&path, &SMALL, &extras).unwrap();
+            let esp = disk.partition(ESP_PARTITION).unwrap();
+            let data = disk.partition(DATA_LABEL).unwrap();
+            let state = disk.partition(STATE_PARTITION).unwrap();
+            assert_eq!(esp, (GPT_RESERVE, 3 * MIB));
+            assert_eq!(state.0, GPT_RESERVE + 3 * MIB);
+            assert_eq!(data.0 + data.1 + GPT_RESERVE, disk_len(&SMALL, &extras));
+            drop(disk);
+            // Reopened, it is still a system disk.
+            SystemDisk::open(&path).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let first = make("one.img");
+        assert_eq!(first.len() as u64, disk_len(&SMALL, &extras));
+        assert_eq!(first, make("two.img"), "same seed, same bytes");
+        let gpt = GPT::find_from(&mut std::io::Cursor::new(&first)).unwrap();
+        assert_eq!(gpt[1].partition_type_guid, EFI_SYSTEM);
+        assert_eq!(gpt[1].partition_name.as_str(), ESP_PARTITION);
+
+        let random = |name: &str| {
+            let path = dir.path().join(name);
+            drop(SystemDisk::create(&path, &SMALL).unwrap());
+            std::fs::read(path).unwrap()
+        };
+        assert_ne!(
+            random("r1.img"),
+            random("r2.img"),
+            "GUIDs are random without a seed"
+        );
+    }
 
     fn new_disk(dir: &Path) -> SystemDisk {
         SystemDisk::create(&dir.join("hello.system.img"), &SMALL).unwrap()

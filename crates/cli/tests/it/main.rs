@@ -20,6 +20,10 @@
 //!   on the host's loopback (VM).
 //! * `update`: signed A/B updates to a running appliance and each fault
 //!   of issue #6 (VM).
+//! * `export`: `nodeos export` in every format: the UEFI disk under OVMF
+//!   with an update and a rollback, the Firecracker directory under
+//!   `qemu -M microvm`, the formats checked by qemu-img, skopeo and umoci,
+//!   and exported twice for identical bytes (VM).
 //!
 //! The VM tests wait for console markers with hard timeouts and print the
 //! guest console when they fail.
@@ -29,6 +33,7 @@ mod cli;
 mod config;
 mod data;
 mod deploy;
+mod export;
 mod init;
 mod load_balancer;
 mod npm;

@@ -28,13 +28,13 @@ const BOOT: Duration = Duration::from_secs(240);
 const STOP: Duration = Duration::from_secs(60);
 
 /// A key pair made by `nodeos keygen`.
-struct Key {
-    path: PathBuf,
+pub(crate) struct Key {
+    pub(crate) path: PathBuf,
     signing: SigningKey,
     public: String,
 }
 
-fn keygen(dir: &Path, name: &str) -> Key {
+pub(crate) fn keygen(dir: &Path, name: &str) -> Key {
     let path = dir.join(name);
     let out = run(nodeos().arg("keygen").arg("--out").arg(&path));
     assert_exit(&out, 0);
@@ -108,7 +108,13 @@ http.createServer((req, res) => {{
 }
 
 /// Builds the app at `version` into `<tmp>/<version>/`; returns the image directory.
-fn image(tmp: &Path, version: &str, key: &Key, prelude: &str, extra: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn image(
+    tmp: &Path,
+    version: &str,
+    key: &Key,
+    prelude: &str,
+    extra: &[(&str, &str)],
+) -> PathBuf {
     let dir = tmp.join(format!("src-{version}"));
     project(&dir, version, key, prelude, extra);
     build_image(&dir, Some(&tmp.join(version)), Profile::Dev)

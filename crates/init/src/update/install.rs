@@ -27,15 +27,17 @@ use nodeos_manifest::bundle::{
     PREFIX_LEN, SIGNATURE_LEN, Source, UpdateManifest, parse_prefix, signed_bytes,
 };
 use nodeos_manifest::console::UPDATE_ACCEPTED;
+use nodeos_manifest::esp;
 use nodeos_manifest::frame;
 use nodeos_manifest::slots::{
     LastUpdate, Part, SLOT_META_LEN, Slot, SlotMeta, SlotState, SlotStatus, UpdateResult,
-    partition_name,
+    partition_name, slot_cmdline,
 };
 use nodeos_manifest::update::{UpdateAccepted, to_hex};
 use nodeos_manifest::{Artifact, Manifest};
 use sha2::{Digest, Sha256};
 
+use super::esp::Esp;
 use super::{Shared, UpdateError, now_ms, read_slot_meta};
 use crate::{log, say};
 
@@ -431,6 +433,9 @@ fn write_slot(shared: &Shared, plan: &Plan, body: &mut impl Read) -> Result<u64,
             });
         })
         .map_err(UpdateError::io("cannot write the update state"))?;
+    if let Some(esp) = &shared.esp {
+        stage_boot_entry(shared, esp, plan)?;
+    }
     shared.accepted.store(true, Ordering::SeqCst);
     say!(
         "update written: {} {} into slot {target} ({written} bytes); it boots next, as a trial",
@@ -438,6 +443,37 @@ fn write_slot(shared: &Shared, plan: &Plan, body: &mut impl Read) -> Result<u64,
         m.image.version
     );
     Ok(written)
+}
+
+/// Step 5 on a disk with an ESP: the new slot's kernel and its trial
+/// entry, so that the firmware's loader boots it next, once. Should that
+/// fail, the slot is rolled back at once: it is on trial in the state, but
+/// no entry would boot it.
+fn stage_boot_entry(shared: &Shared, esp: &Esp, plan: &Plan) -> Result<(), UpdateError> {
+    let target = plan.target;
+    let image = &plan.manifest.image;
+    let kernel_size = image
+        .artifacts
+        .get(&image.kernel.artifact)
+        .map_or(0, |a| a.size);
+    let boot = shared.partitions.part(Part::Boot, target);
+    let staged = File::open(boot)
+        .and_then(|mut f| f.seek(SeekFrom::Start(SLOT_META_LEN as u64)).map(|_| f))
+        .and_then(|f| {
+            let title = format!("{} {} (slot {target})", image.name, image.version);
+            let cmdline = slot_cmdline(&image.kernel.cmdline, target);
+            let entry = esp::entry(&title, plan.manifest.sequence, target, &cmdline);
+            esp.stage_trial(target, &mut f.take(kernel_size), &entry)
+        });
+    if let Err(e) = staged {
+        let what = format!("cannot write the boot entry of slot {target}");
+        let reason = format!("{what}: {e}");
+        let _ = shared
+            .store()
+            .update(|s| s.roll_back(target, &reason, now_ms()));
+        return Err(UpdateError::io(what)(e));
+    }
+    Ok(())
 }
 
 /// Copies `step.size` bytes from `from` into `to` at the artefact's
@@ -561,14 +597,36 @@ mod tests {
         assert_eq!(meta.image, v2.manifest);
         assert_eq!(fx.booted_bytes(), before, "the booted slot is untouched");
         // The state on disk says the same.
-        let reopened = fx.shared();
-        assert_eq!(reopened.store().state().b.status, SlotStatus::Trying);
+        let reopened = super::super::StateStore::open(shared.partitions.state()).unwrap();
+        assert_eq!(reopened.state().b.status, SlotStatus::Trying);
         // One update per boot.
         let again = run(
             &shared,
             &fx.bundle(&Image::new("1.0.2", 3), 11, [Bundle; 3]),
         );
         assert_eq!(again.unwrap_err().code(), "busy");
+    }
+
+    #[test]
+    fn a_trial_is_booted_once_and_a_boot_of_the_old_slot_rolls_it_back() {
+        let fx = Fixture::new(&Image::new("1.0.0", 1));
+        let shared = fx.shared();
+        let v2 = Image::new("1.0.1", 2);
+        run(&shared, &fx.bundle(&v2, 10, [Bundle; 3])).unwrap();
+        drop(shared);
+        // The loader booted the trial: init sees it on trial.
+        let trial = fx.shared_in(Slot::B);
+        assert!(trial.trial);
+        assert_eq!(trial.store().state().b.status, SlotStatus::Trying);
+        drop(trial);
+        // The trial ended with no verdict and the loader booted slot a.
+        let old = fx.shared();
+        assert!(!old.trial);
+        let state = old.store().state().clone();
+        assert_eq!((state.active, state.b.status), (Slot::A, SlotStatus::Bad));
+        let last = state.last_update.unwrap();
+        assert_eq!(last.result, UpdateResult::RolledBack);
+        assert_eq!(last.reason, nodeos_manifest::slots::NO_VERDICT);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 mod agent;
 mod auth;
+pub mod esp;
 mod http;
 mod install;
 mod partitions;
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 
-use nodeos_manifest::slots::{Part, SLOT_META_LEN, Slot, SlotMeta, SlotStatus};
+use nodeos_manifest::slots::{NO_VERDICT, Part, SLOT_META_LEN, Slot, SlotMeta, SlotStatus};
 use nodeos_manifest::update::{AppStatus, PublicKey, STATUS_PATH, UPDATE_PATH};
 
 pub use agent::start_agent;
@@ -52,6 +53,8 @@ pub struct Shared {
     /// The running image's update key.
     pub key: PublicKey,
     pub partitions: Partitions,
+    /// The ESP of a disk made by `nodeos export`, mirrored on every change.
+    pub esp: Option<esp::Esp>,
     pub store: Mutex<StateStore>,
     /// The app process as the supervisor sees it (the supervisor keeps it current).
     pub app: Mutex<AppStatus>,
@@ -96,11 +99,13 @@ pub fn open(
     dev_root: &Path,
 ) -> Result<Shared, UpdateError> {
     let partitions = Partitions::find(sys_root, dev_root).map_err(UpdateError::Partitions)?;
-    let store = StateStore::open(partitions.state())?;
+    let mut store = StateStore::open(partitions.state())?;
     let booted = read_slot_meta(partitions.part(Part::Boot, slot))
         .map_err(|problem| UpdateError::BootedMeta { slot, problem })?;
     let verifier = auth::Verifier::new(&key).ok_or(UpdateError::Key { key })?;
     let trial = store.state().slot(slot).status == SlotStatus::Trying;
+    let esp = esp::Esp::find(&partitions);
+    end_unfinished_trial(&mut store, slot, esp.as_ref());
     Ok(Shared {
         appliance: booted.image.name.clone(),
         version: booted.image.version.clone(),
@@ -108,6 +113,7 @@ pub fn open(
         trial,
         key,
         partitions,
+        esp,
         store: Mutex::new(store),
         app: Mutex::default(),
         health: Mutex::new(None),
@@ -116,6 +122,31 @@ pub fn open(
         receiving: AtomicBool::new(false),
         accepted: AtomicBool::new(false),
     })
+}
+
+/// The active slot was booted while the other was on trial: the trial
+/// ended without a verdict (its boot panicked or hung and was reset, and
+/// the firmware's loader, finding no try left, booted the active slot), so
+/// it is rolled back, as `nodeos run` does before such a boot.
+fn end_unfinished_trial(store: &mut StateStore, booted: Slot, esp: Option<&esp::Esp>) {
+    let state = store.state();
+    let other = booted.other();
+    if state.active != booted || state.slot(other).status != SlotStatus::Trying {
+        return;
+    }
+    let version = state.slot(other).version.clone();
+    crate::log::marker(&format!(
+        "{}: {NO_VERDICT} (slot {other}, {version})",
+        nodeos_manifest::console::UPDATE_ROLLED_BACK
+    ));
+    if let Err(e) = store.update(|state| state.roll_back(other, NO_VERDICT, now_ms())) {
+        crate::say!("error: cannot record the rollback of slot {other}: {e}");
+    }
+    if let Some(esp) = esp
+        && let Err(e) = esp.remove(other)
+    {
+        crate::say!("warning: cannot remove slot {other}'s boot entry: {e}");
+    }
 }
 
 /// Why the agent cannot start, or why it refused a request. [`UpdateError::status`]

@@ -243,7 +243,12 @@ impl Fixture {
 
     /// [`open`] on this disk, booted from slot A.
     pub fn shared(&self) -> Shared {
-        open(Slot::A, public_key(&self.key), &self.sys, &self.dev).unwrap()
+        self.shared_in(Slot::A)
+    }
+
+    /// [`Fixture::shared`] of a boot of `slot`.
+    pub fn shared_in(&self, slot: Slot) -> Shared {
+        open(slot, public_key(&self.key), &self.sys, &self.dev).unwrap()
     }
 
     /// Every byte of `slot`'s three partitions.

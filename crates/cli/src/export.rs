@@ -1,0 +1,169 @@
+//! `nodeos export`: a built image as a UEFI disk (raw, qcow2, vmdk, vhdx),
+//! a GCE image, a Firecracker directory or a KubeVirt containerDisk. The
+//! work is done by `nodeos-export`; this parses the flags, checks the image
+//! and reports.
+
+use std::path::PathBuf;
+
+use nodeos_export::{DiskPlan, ExportError, Format, Options};
+use nodeos_image::Reporter;
+use nodeos_manifest::settings::DataSize;
+
+use crate::exit::{Exit, fail};
+use crate::ui::Ui;
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The image directory [default: dist/<name>.nodeos of the project in the current directory]
+    #[arg(value_name = "IMAGE_DIR")]
+    image: Option<PathBuf>,
+    /// What to make: a UEFI disk (raw, qcow2, vmdk, vhdx), a GCE image
+    /// (gce), a Firecracker directory (firecracker) or a KubeVirt
+    /// containerDisk with its manifests (kubevirt).
+    #[arg(long, short = 'f', value_enum, value_name = "FORMAT")]
+    format: FormatArg,
+    /// Where to write it [default: beside the image: dist/<name>.<format>]
+    #[arg(long, short = 'o', value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// The disk's size, e.g. 8G; the data partition takes what the slots
+    /// leave [default: the smallest that holds both slots and the image's
+    /// data.size].
+    #[arg(long, value_name = "SIZE")]
+    size: Option<DataSize>,
+    /// firecracker: the host tap device of the guest's network interface.
+    #[arg(long, value_name = "NAME", default_value = "tap0")]
+    tap: String,
+    /// kubevirt: the container image reference the archive will be pushed
+    /// as, e.g. registry.example.com/hello:1.0.0 [default: <name>:<version>]
+    #[arg(long = "image", value_name = "REF")]
+    image_ref: Option<String>,
+    /// Print what was written as JSON on stdout: the format, the output,
+    /// the disk's size, and each file's path, size and sha256.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Raw,
+    Qcow2,
+    Vmdk,
+    Vhdx,
+    Firecracker,
+    Kubevirt,
+    Gce,
+}
+
+impl FormatArg {
+    fn format(self) -> Format {
+        match self {
+            FormatArg::Raw => Format::Raw,
+            FormatArg::Qcow2 => Format::Qcow2,
+            FormatArg::Vmdk => Format::Vmdk,
+            FormatArg::Vhdx => Format::Vhdx,
+            FormatArg::Firecracker => Format::Firecracker,
+            FormatArg::Kubevirt => Format::Kubevirt,
+            FormatArg::Gce => Format::Gce,
+        }
+    }
+}
+
+pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
+    let format = args.format.format();
+    let dir = match args.image {
+        Some(dir) => dir,
+        None => crate::run::default_image_dir()?,
+    };
+    let manifest = crate::run::verify_image(&dir)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| nodeos_vmm::data::beside(&dir, format.suffix()));
+    if args.image_ref.is_some() && format != Format::Kubevirt {
+        return Err(fail(
+            Exit::Usage,
+            format!("--image is for --format kubevirt, not {format}"),
+        ));
+    }
+    let options = Options {
+        format,
+        out: out.clone(),
+        plan: DiskPlan {
+            size: args.size.map(|s| s.bytes()),
+        },
+        tap: args.tap,
+        image_ref: args.image_ref,
+    };
+    ui.status(
+        "Exporting",
+        &format!(
+            "{} v{} as {format} to {}",
+            manifest.name,
+            manifest.version,
+            out.display()
+        ),
+    );
+    let mut spinner: Option<Box<dyn nodeos_image::Progress>> = None;
+    let result = nodeos_export::export(&dir, &manifest, &options, &mut |step| {
+        if let Some(previous) = spinner.take() {
+            previous.finish();
+        }
+        ui.detail(step);
+        spinner = Some(ui.spinner(step));
+    });
+    if let Some(spinner) = spinner.take() {
+        spinner.finish();
+    }
+    let exported = result.map_err(|e| classify(e, &out))?;
+    for (path, size) in &exported.files {
+        ui.detail(&format!("{} ({size} bytes)", path.display()));
+    }
+    ui.status(
+        "Finished",
+        &format!(
+            "{} ({} disk)",
+            exported.path.display(),
+            nodeos_vmm::data::human_size(exported.disk_size)
+        ),
+    );
+    if args.json {
+        let mut files = Vec::new();
+        for (path, size) in &exported.files {
+            let (sha256, _) = nodeos_image::sha256_file(path)?;
+            files.push(serde_json::json!({"path": absolute(path), "size": size, "sha256": sha256}));
+        }
+        let summary = serde_json::json!({
+            "format": format.as_str(),
+            "path": absolute(&exported.path),
+            "disk_size": exported.disk_size,
+            "files": files,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(Exit::Success)
+}
+
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}
+
+/// The exit code of an export failure; the message is the error's.
+fn classify(err: ExportError, out: &std::path::Path) -> anyhow::Error {
+    let exit = match &err {
+        ExportError::ToolsMissing(_) => Exit::ToolMissing,
+        ExportError::TooSmall { .. } => Exit::Usage,
+        ExportError::Output { .. } => Exit::Output,
+        ExportError::Vmlinux { .. } => Exit::Kernel,
+        ExportError::SystemDisk(nodeos_vmm::SystemDiskError::Io { .. }) => Exit::Failure,
+        ExportError::SystemDisk(_) => Exit::Image,
+        _ => Exit::Failure,
+    };
+    let message = match &err {
+        ExportError::Output { source, .. } => format!("{err}: {source}"),
+        _ => crate::format_chain(&anyhow::Error::new(err)),
+    };
+    let _ = out;
+    fail(exit, message)
+}
