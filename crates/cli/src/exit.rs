@@ -66,7 +66,7 @@ pub enum Exit {
     /// `--timeout`.
     Unreachable = 17,
     /// `export`: the output path cannot be written (its directory is
-    /// missing or read-only, or the disk is full); nothing is left behind.
+    /// missing or read-only); nothing is left behind.
     Output = 18,
     /// `run` was interrupted twice and the VM was killed.
     Interrupted = 130,

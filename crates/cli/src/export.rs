@@ -30,9 +30,10 @@ pub struct ExportArgs {
     /// data.size].
     #[arg(long, value_name = "SIZE")]
     size: Option<DataSize>,
-    /// firecracker: the host tap device of the guest's network interface.
-    #[arg(long, value_name = "NAME", default_value = "tap0")]
-    tap: String,
+    /// firecracker: the host tap device of the guest's network interface
+    /// [default: tap0].
+    #[arg(long, value_name = "NAME")]
+    tap: Option<String>,
     /// kubevirt: the container image reference the archive will be pushed
     /// as, e.g. registry.example.com/hello:1.0.0 [default: <name>:<version>]
     #[arg(long = "image", value_name = "REF")]
@@ -84,13 +85,29 @@ pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
             format!("--image is for --format kubevirt, not {format}"),
         ));
     }
+    if args.tap.is_some() && format != Format::Firecracker {
+        return Err(fail(
+            Exit::Usage,
+            format!("--tap is for --format firecracker, not {format}"),
+        ));
+    }
+    if let Some(image) = &args.image_ref
+        && !valid_tag(nodeos_export::kubevirt::image_tag(image))
+    {
+        return Err(fail(
+            Exit::Usage,
+            format!(
+                "--image {image:?}: its tag must be 1 to 128 of A-Z, a-z, 0-9, `_`, `.` and `-`, not starting with `.` or `-`"
+            ),
+        ));
+    }
     let options = Options {
         format,
         out: out.clone(),
         plan: DiskPlan {
             size: args.size.map(|s| s.bytes()),
         },
-        tap: args.tap,
+        tap: args.tap.unwrap_or_else(|| "tap0".to_owned()),
         image_ref: args.image_ref,
     };
     ui.status(
@@ -113,7 +130,7 @@ pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
     if let Some(spinner) = spinner.take() {
         spinner.finish();
     }
-    let exported = result.map_err(|e| classify(e, &out))?;
+    let exported = result.map_err(classify)?;
     for (path, size) in &exported.files {
         ui.detail(&format!("{} ({size} bytes)", path.display()));
     }
@@ -150,20 +167,28 @@ fn absolute(path: &std::path::Path) -> String {
 }
 
 /// The exit code of an export failure; the message is the error's.
-fn classify(err: ExportError, out: &std::path::Path) -> anyhow::Error {
+fn classify(err: ExportError) -> anyhow::Error {
+    use nodeos_vmm::SystemDiskError;
     let exit = match &err {
         ExportError::ToolsMissing(_) => Exit::ToolMissing,
         ExportError::TooSmall { .. } => Exit::Usage,
-        ExportError::Output { .. } => Exit::Output,
-        ExportError::Vmlinux { .. } => Exit::Kernel,
-        ExportError::SystemDisk(nodeos_vmm::SystemDiskError::Io { .. }) => Exit::Failure,
-        ExportError::SystemDisk(_) => Exit::Image,
+        ExportError::Output { .. } | ExportError::OutputTaken { .. } => Exit::Output,
+        ExportError::Vmlinux { .. } | ExportError::NoEfiStub { .. } => Exit::Kernel,
+        ExportError::SystemDisk(
+            SystemDiskError::ImageMismatch { .. } | SystemDiskError::MissingArtifact { .. },
+        ) => Exit::Image,
         _ => Exit::Failure,
     };
-    let message = match &err {
-        ExportError::Output { source, .. } => format!("{err}: {source}"),
-        _ => crate::format_chain(&anyhow::Error::new(err)),
-    };
-    let _ = out;
+    let message = crate::format_chain(&anyhow::Error::new(err));
     fail(exit, message)
+}
+
+/// A container image tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }

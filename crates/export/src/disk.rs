@@ -17,12 +17,12 @@
 //! serial and the ext4 UUID come from [`seed`], and every timestamp is
 //! fixed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nodeos_manifest::esp::{self, ESP_PARTITION};
 use nodeos_manifest::slots::{Slot, State, slot_cmdline};
 use nodeos_manifest::{APP_GID, APP_UID, DATA_LABEL, Manifest};
-use nodeos_vmm::system_disk::{Extras, Layout, SystemDisk, disk_len};
+use nodeos_vmm::system_disk::{Extras, Layout, SystemDisk, SystemDiskError, disk_len};
 use sha2::{Digest, Sha256};
 
 use crate::tools::{self, Tool};
@@ -94,6 +94,36 @@ pub fn seed(manifest: &Manifest, plan: &DiskPlan) -> [u8; 32] {
         .into()
 }
 
+/// Fails unless the image's kernel is a PE image (an EFI-stub bzImage
+/// starts with `MZ`), which the firmware's loader can start.
+pub fn check_efi_stub(image_dir: &Path, manifest: &Manifest) -> Result<(), ExportError> {
+    let path = kernel_file(image_dir, manifest)?;
+    let mut head = [0u8; 2];
+    std::fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .map_err(io_error(format!("cannot read `{}`", path.display())))?;
+    if &head == b"MZ" {
+        Ok(())
+    } else {
+        Err(ExportError::NoEfiStub { path })
+    }
+}
+
+/// The image's kernel file.
+pub(crate) fn kernel_file(image_dir: &Path, manifest: &Manifest) -> Result<PathBuf, ExportError> {
+    manifest
+        .artifacts
+        .get(&manifest.kernel.artifact)
+        .map(|a| image_dir.join(&a.path))
+        .ok_or_else(|| {
+            SystemDiskError::MissingArtifact {
+                artifact: "kernel",
+                key: manifest.kernel.artifact.clone(),
+            }
+            .into()
+        })
+}
+
 /// Writes the UEFI disk of the image in `image_dir` to `raw` (a new file)
 /// as `plan` says; returns its size.
 pub fn write(
@@ -114,17 +144,7 @@ pub fn write(
     drop(disk);
 
     let seed = seed(manifest, plan);
-    let kernel = manifest
-        .artifacts
-        .get(&manifest.kernel.artifact)
-        .map(|a| image_dir.join(&a.path))
-        .ok_or_else(|| ExportError::Io {
-            what: format!(
-                "the image's manifest lists no kernel artefact `{}`: rebuild the image",
-                manifest.kernel.artifact
-            ),
-            source: std::io::ErrorKind::NotFound.into(),
-        })?;
+    let kernel = kernel_file(image_dir, manifest)?;
     write_esp(raw, esp, manifest, &kernel, &seed)?;
     format_data(raw, data, &seed)?;
     let size = std::fs::metadata(raw)

@@ -120,11 +120,7 @@ pub fn write(
     tap: &str,
 ) -> Result<(), ExportError> {
     std::fs::create_dir(out).map_err(io_error(format!("cannot create `{}`", out.display())))?;
-    let kernel = manifest
-        .artifacts
-        .get(&manifest.kernel.artifact)
-        .map(|a| image_dir.join(&a.path))
-        .unwrap_or_else(|| image_dir.join("kernel"));
+    let kernel = crate::disk::kernel_file(image_dir, manifest)?;
     let vmlinux = unpack_vmlinux(&kernel)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = out.join(name);

@@ -20,19 +20,19 @@ use crate::{ExportError, io_error};
 /// The member name GCE requires.
 pub const MEMBER: &str = "disk.raw";
 
-/// Writes `raw` as `disk.raw` in a tar.gz at `out`.
+/// Writes `raw` (a file named [`MEMBER`]) in a tar.gz at `out`.
 pub fn write(raw: &Path, out: &Path) -> Result<(), ExportError> {
+    assert!(raw.ends_with(MEMBER), "GCE's member is named {MEMBER}");
     let dir = raw.parent().unwrap_or(Path::new("."));
-    let member = dir.join(MEMBER);
-    if raw != member {
-        std::fs::rename(raw, &member).map_err(io_error("cannot rename the disk to disk.raw"))?;
-    }
     let mut child = Tool::Tar
         .command()
         .current_dir(dir)
         .args([
             "--format=oldgnu",
             "--sparse",
+            // Holes found from the bytes, not from how the host's
+            // filesystem happens to store them.
+            "--hole-detection=raw",
             "--mtime=@0",
             "--owner=0",
             "--group=0",
@@ -58,6 +58,8 @@ pub fn write(raw: &Path, out: &Path) -> Result<(), ExportError> {
         .write(file, Compression::new(6));
     let mut stdout = child.stdout.take().expect("piped");
     let copied = std::io::copy(&mut stdout, &mut gz);
+    // Closed before waiting: a tar blocked on a full pipe would never exit.
+    drop(stdout);
     let output = child.wait_with_output().map_err(io_error("tar failed"))?;
     if !output.status.success() {
         return Err(ExportError::ToolFailed {

@@ -79,10 +79,30 @@ impl Format {
         }
     }
 
+    /// For the formats that write a directory: which file names in it are
+    /// an export's (an existing output is replaced only if it holds nothing
+    /// else).
+    pub fn directory_files(self) -> Option<&'static dyn Fn(&str) -> bool> {
+        match self {
+            Format::Firecracker => Some(&|name: &str| {
+                [firecracker::VMLINUX, firecracker::DISK, firecracker::CONFIG].contains(&name)
+            }),
+            Format::Kubevirt => {
+                Some(&|name: &str| name == kubevirt::MANIFESTS || name.ends_with(".oci.tar"))
+            }
+            _ => None,
+        }
+    }
+
     /// The host tools this format needs, checked before anything is written.
     pub fn tools(self) -> Vec<Tool> {
-        let mut tools = vec![Tool::Mformat, Tool::Mmd, Tool::Mcopy, Tool::SystemdBoot];
-        tools.push(Tool::MkfsExt4);
+        let mut tools = vec![
+            Tool::Mformat,
+            Tool::Mmd,
+            Tool::Mcopy,
+            Tool::SystemdBoot,
+            Tool::MkfsExt4,
+        ];
         match self {
             Format::Qcow2 | Format::Vmdk | Format::Kubevirt => tools.push(Tool::QemuImg),
             Format::Firecracker => tools.push(Tool::Xz),
@@ -126,6 +146,12 @@ pub enum ExportError {
     )]
     TooSmall { size: u64, need: u64 },
 
+    #[error(
+        "`{}` is in the way: {reason}; remove it or give another --out",
+        path.display()
+    )]
+    OutputTaken { path: PathBuf, reason: String },
+
     #[error("cannot write the export to `{}`", path.display())]
     Output {
         path: PathBuf,
@@ -145,6 +171,12 @@ pub enum ExportError {
 
     #[error("the image's kernel `{}` cannot be unpacked into a vmlinux: {reason}", path.display())]
     Vmlinux { path: PathBuf, reason: String },
+
+    #[error(
+        "the image's kernel `{}` cannot boot by UEFI (it has no EFI stub): build the image with nodeos's own kernel (no --kernel), or use a kernel built with CONFIG_EFI_STUB",
+        path.display()
+    )]
+    NoEfiStub { path: PathBuf },
 
     #[error(transparent)]
     Vhdx(#[from] vhdx::VhdxError),
@@ -191,7 +223,13 @@ pub fn export(
 ) -> Result<Exported, ExportError> {
     tools::check(&options.format.tools())?;
     let out = &options.out;
+    tools::check_out(out, options.format.directory_files())?;
     let staging = tools::staging_dir(out)?;
+    // The cheap checks first: the size asked for, then the kernel.
+    options.plan.resolve(manifest)?;
+    if options.format != Format::Firecracker {
+        disk::check_efi_stub(image_dir, manifest)?;
+    }
     let mut plan = options.plan;
     if options.format == Format::Gce {
         // GCE imports only disks of whole GiB; the data partition takes the rest.
@@ -231,7 +269,7 @@ pub fn export(
             kubevirt::write_dir(manifest, &qcow2, &made, options.image_ref.as_deref())?;
         }
     }
-    tools::replace(&made, out)?;
+    tools::replace(&made, staging.path(), out)?;
     drop(staging);
     let files = tools::list_files(out)?;
     Ok(Exported {

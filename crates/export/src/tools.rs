@@ -155,9 +155,53 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// Moves the finished `made` (a file or directory in the staging directory)
-/// to `out`, replacing what was there.
-pub(crate) fn replace(made: &Path, out: &Path) -> Result<(), ExportError> {
+/// Fails unless `out` is free for an export: missing, or what an export
+/// of the same kind would replace (a file for a file format; for a
+/// directory format, a directory holding only files named `expected`
+/// accepts).
+pub(crate) fn check_out(
+    out: &Path,
+    expected: Option<&dyn Fn(&str) -> bool>,
+) -> Result<(), ExportError> {
+    let taken = |reason: &str| ExportError::OutputTaken {
+        path: out.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Ok(meta) = std::fs::symlink_metadata(out) else {
+        return Ok(());
+    };
+    match expected {
+        None if meta.is_file() => Ok(()),
+        None => Err(taken("it is not a file")),
+        Some(_) if !meta.is_dir() => Err(taken("it is not a directory")),
+        Some(ours) => {
+            let entries = std::fs::read_dir(out).map_err(|source| ExportError::Output {
+                path: out.to_owned(),
+                source,
+            })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| ExportError::Output {
+                    path: out.to_owned(),
+                    source,
+                })?;
+                let name = entry.file_name();
+                let is_ours =
+                    name.to_str().is_some_and(ours) && entry.file_type().is_ok_and(|t| t.is_file());
+                if !is_ours {
+                    return Err(taken(&format!(
+                        "it holds {:?}, which no export writes",
+                        name.to_string_lossy()
+                    )));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Moves the finished `made` (a file or directory in the staging directory
+/// `staging`) to `out`, replacing what was there ([`check_out`] allowed it).
+pub(crate) fn replace(made: &Path, staging: &Path, out: &Path) -> Result<(), ExportError> {
     let output_error = |source| ExportError::Output {
         path: out.to_owned(),
         source,
@@ -171,15 +215,17 @@ pub(crate) fn replace(made: &Path, out: &Path) -> Result<(), ExportError> {
     } else {
         sync(made).map_err(output_error)?;
     }
-    match std::fs::symlink_metadata(out) {
-        Ok(meta) if meta.is_dir() => {
-            // Out of the way first, so that the new one appears whole.
-            let old = made.with_extension("old");
-            std::fs::rename(out, &old).map_err(output_error)?;
-            std::fs::rename(made, out).map_err(output_error)?;
-            let _ = std::fs::remove_dir_all(&old);
+    if out.is_dir() {
+        // Out of the way first, so that the new one appears whole; put
+        // back if it cannot.
+        let old = staging.join("old");
+        std::fs::rename(out, &old).map_err(output_error)?;
+        if let Err(e) = std::fs::rename(made, out) {
+            let _ = std::fs::rename(&old, out);
+            return Err(output_error(e));
         }
-        _ => std::fs::rename(made, out).map_err(output_error)?,
+    } else {
+        std::fs::rename(made, out).map_err(output_error)?;
     }
     let _ = sync(parent(out));
     Ok(())
@@ -238,12 +284,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("hello.firecracker");
         std::fs::create_dir(&out).unwrap();
-        std::fs::write(out.join("stale"), "old").unwrap();
+        std::fs::write(out.join("disk.raw"), "old").unwrap();
+        let ours = |name: &str| name == "disk.raw";
+        check_out(&out, Some(&ours)).unwrap();
+        std::fs::write(out.join("notes.txt"), "mine").unwrap();
+        let err = check_out(&out, Some(&ours)).unwrap_err();
+        assert!(err.to_string().contains("notes.txt"), "{err}");
+        assert!(
+            check_out(&out, None).is_err(),
+            "a directory is no file output"
+        );
+        std::fs::remove_file(out.join("notes.txt")).unwrap();
         let staging = staging_dir(&out).unwrap();
         let made = staging.path().join("out");
         std::fs::create_dir(&made).unwrap();
         std::fs::write(made.join("vm_config.json"), "{}").unwrap();
-        replace(&made, &out).unwrap();
+        replace(&made, staging.path(), &out).unwrap();
         let names: Vec<_> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -93,13 +93,8 @@ pub fn named_partition(sys: &mut impl System, name: &str) -> Option<PathBuf> {
     entries.into_iter().find_map(|entry| {
         let uevent = sys.read(&class.join(&entry).join("uevent"), 4096).ok()?;
         let text = String::from_utf8_lossy(&uevent);
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-                .map(str::to_owned)
-        };
-        let devname = field("DEVNAME").filter(|d| !d.is_empty() && !d.contains(".."))?;
-        (field("PARTNAME")? == name).then(|| Path::new("/dev").join(devname))
+        let (partname, devname) = crate::update::parse_uevent(&text)?;
+        (partname == name).then(|| Path::new("/dev").join(devname))
     })
 }
 

@@ -59,7 +59,8 @@ use nodeos_manifest::slots::{Part, Slot};
 ///    SIGINT, SIGCHLD and the power button feed one channel (early, so a
 ///    request during boot is not lost).
 /// 4. **slots** ([`trial::booted_slot`]): the slot of the A/B system disk
-///    `nodeos run` booted (`nodeos.slot=`), if any.
+///    the bootloader booted (`nodeos.slot=`: `nodeos run`, or systemd-boot on
+///    an exported disk), if any.
 ///    **layers** ([`layers::mount_app`]): the app layer (that slot's app
 ///    partition, else the second read-only disk) on `/layers/app`, its
 ///    `app/` bound onto `/app`.
@@ -111,7 +112,7 @@ pub fn run() -> Result<supervise::End, Error> {
     Ok(supervise::supervise(&app, creds, &events, updates.as_ref()))
 }
 
-/// The slot `nodeos run` booted (`nodeos.slot=`), if it booted one.
+/// The slot the bootloader booted (`nodeos.slot=`), if it booted one.
 fn booted_slot(sys: &mut impl system::System) -> Option<Slot> {
     let cmdline = sys.read(Path::new("/proc/cmdline"), 4096).ok()?;
     let slot = trial::booted_slot(&String::from_utf8_lossy(&cmdline))?;

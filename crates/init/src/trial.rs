@@ -3,9 +3,10 @@
 //! update state after the health check passed, or rolled back (with the
 //! log tail kept for `nodeos status` and `nodeos deploy`).
 //!
-//! The host (`nodeos run`) chose the slot and passed it as `nodeos.slot=`;
-//! without it (an image booted from its files directly) there are no
-//! slots and no updates.
+//! The bootloader chose the slot and passed it as `nodeos.slot=`: the host
+//! (`nodeos run`), or systemd-boot on a disk made by `nodeos export`, whose
+//! boot entries init keeps in step ([`crate::update::esp`]). Without it (an
+//! image booted from its files directly) there are no slots and no updates.
 
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -78,9 +79,23 @@ impl Updates {
     }
 
     /// The trial passed: the booted slot becomes the active one.
+    ///
+    /// On a disk with an ESP its boot entry loses its counters first: a
+    /// stop between the two then boots the slot again as a trial (the
+    /// state still says so), never the old slot with the state saying new.
     pub fn commit(&self, detail: &str) {
         let shared = &self.shared;
         let slot = shared.slot;
+        if let Some(esp) = &shared.esp
+            && let Err(e) = esp.commit(slot)
+        {
+            // Left on trial: its entry's try is used up, so the next boot
+            // is the old slot, which rolls this one back.
+            say!(
+                "error: cannot mark slot {slot}'s boot entry committed: {e}; the update stays on trial and the next boot rolls it back"
+            );
+            return;
+        }
         let mut store = shared.store();
         let from = store
             .state()
@@ -102,14 +117,6 @@ impl Updates {
             }
         });
         drop(store);
-        if result.is_ok()
-            && let Some(esp) = &shared.esp
-            && let Err(e) = esp.commit(slot)
-        {
-            // The state says committed; the firmware would still boot the
-            // old slot once the entry's try is used up.
-            say!("warning: cannot mark slot {slot}'s boot entry committed: {e}");
-        }
         match result {
             Ok(()) => log::marker(&format!(
                 "{}: {} {from} → {} (slot {slot}; {detail})",
@@ -150,6 +157,7 @@ impl Updates {
                 last.at_ms = now_ms();
             }
         });
+        drop(store);
         if let Err(e) = result {
             // The host still rolls back: the trial's one try is used up.
             say!("error: cannot record the rollback: {e}");

@@ -430,6 +430,34 @@ fn bad_export_input_fails_with_one_clear_error_and_leaves_nothing() {
         stderr(&out)
     );
 
+    let out = export_with(&["--format", "raw", "--out", out_dir.to_str().unwrap()]);
+    assert_exit(&out, 18);
+    assert!(
+        stderr(&out).contains("is in the way: it is not a file"),
+        "{}",
+        stderr(&out)
+    );
+    let out = export_with(&["--format", "raw", "--tap", "tap1"]);
+    assert_exit(&out, 2);
+    let out = export_with(&[
+        "--format",
+        "kubevirt",
+        "--image",
+        "registry.example.com/x:-bad",
+    ]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("its tag must be"), "{}", stderr(&out));
+
+    // The fake image's kernel is no EFI-stub bzImage.
+    let out = export_with(&[
+        "--format",
+        "qcow2",
+        "--out",
+        out_dir.join("x.qcow2").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 7);
+    assert!(stderr(&out).contains("no EFI stub"), "{}", stderr(&out));
+
     let small = out_dir.join("small.raw");
     let out = export_with(&[
         "--format",

@@ -12,7 +12,9 @@
 //! 2. each artefact streamed (or kept in place, or copied from the booted
 //!    slot) into its partition, hashed on the way;
 //! 3. the target's new [`SlotMeta`];
-//! 4. state: target `trying` with one try, `last_update` pending.
+//! 4. state: target `trying` with one try, `last_update` pending;
+//! 5. on a disk made by `nodeos export`, the target's kernel and trial boot
+//!    entry on the ESP ([`super::esp`]), so that the firmware boots it next.
 //!
 //! A failure after step 1 sets the target back to `empty`. The partition
 //! I/O goes through paths only ([`Shared::partitions`]), so the tests run it
@@ -120,10 +122,19 @@ pub(crate) fn install(
             rebooting: true,
         }),
         Err(e) => {
-            if let Err(e) = shared
-                .store()
-                .update(|s| *s.slot_mut(target) = SlotState::default())
-            {
+            let reason = e.to_string();
+            if let Err(e) = shared.store().update(|s| {
+                *s.slot_mut(target) = SlotState::default();
+                // Step 5 fails after step 4 recorded the update.
+                if let Some(last) = &mut s.last_update
+                    && last.slot == target
+                    && last.result == UpdateResult::Pending
+                {
+                    last.result = UpdateResult::RolledBack;
+                    last.reason = reason.clone();
+                    last.at_ms = now_ms();
+                }
+            }) {
                 say!("warning: cannot mark slot {target} empty after a failed update: {e}");
             }
             Err(e)
@@ -446,34 +457,33 @@ fn write_slot(shared: &Shared, plan: &Plan, body: &mut impl Read) -> Result<u64,
 }
 
 /// Step 5 on a disk with an ESP: the new slot's kernel and its trial
-/// entry, so that the firmware's loader boots it next, once. Should that
-/// fail, the slot is rolled back at once: it is on trial in the state, but
-/// no entry would boot it.
+/// entry, so that the firmware's loader boots it next, once. A failure
+/// fails the update (the target goes back to `empty`): no entry would boot
+/// it.
 fn stage_boot_entry(shared: &Shared, esp: &Esp, plan: &Plan) -> Result<(), UpdateError> {
     let target = plan.target;
     let image = &plan.manifest.image;
+    let what = format!("cannot write the boot entry of slot {target}");
     let kernel_size = image
         .artifacts
         .get(&image.kernel.artifact)
-        .map_or(0, |a| a.size);
+        .map(|a| a.size)
+        .ok_or_else(|| {
+            UpdateError::io(what.clone())(io::Error::other(format!(
+                "the update lists no kernel artefact `{}`",
+                image.kernel.artifact
+            )))
+        })?;
     let boot = shared.partitions.part(Part::Boot, target);
-    let staged = File::open(boot)
+    File::open(boot)
         .and_then(|mut f| f.seek(SeekFrom::Start(SLOT_META_LEN as u64)).map(|_| f))
         .and_then(|f| {
             let title = format!("{} {} (slot {target})", image.name, image.version);
             let cmdline = slot_cmdline(&image.kernel.cmdline, target);
             let entry = esp::entry(&title, plan.manifest.sequence, target, &cmdline);
             esp.stage_trial(target, &mut f.take(kernel_size), &entry)
-        });
-    if let Err(e) = staged {
-        let what = format!("cannot write the boot entry of slot {target}");
-        let reason = format!("{what}: {e}");
-        let _ = shared
-            .store()
-            .update(|s| s.roll_back(target, &reason, now_ms()));
-        return Err(UpdateError::io(what)(e));
-    }
-    Ok(())
+        })
+        .map_err(UpdateError::io(what))
 }
 
 /// Copies `step.size` bytes from `from` into `to` at the artefact's
@@ -627,6 +637,20 @@ mod tests {
         let last = state.last_update.unwrap();
         assert_eq!(last.result, UpdateResult::RolledBack);
         assert_eq!(last.reason, nodeos_manifest::slots::NO_VERDICT);
+        drop(old);
+        // A stale entry booting the bad slot gets no agent: it would write
+        // the active slot.
+        let stale = fx.open_in(Slot::B).unwrap_err();
+        assert!(
+            matches!(
+                stale,
+                UpdateError::NotActive {
+                    booted: Slot::B,
+                    active: Slot::A
+                }
+            ),
+            "{stale}"
+        );
     }
 
     #[test]

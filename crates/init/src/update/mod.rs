@@ -38,6 +38,7 @@ use nodeos_manifest::update::{AppStatus, PublicKey, STATUS_PATH, UPDATE_PATH};
 
 pub use agent::start_agent;
 pub use partitions::Partitions;
+pub(crate) use partitions::parse_uevent;
 pub use store::StateStore;
 
 /// What the agent and the supervisor share.
@@ -88,7 +89,10 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Reads the booted slot's metadata and the update state. `slot` is the
+/// Reads the booted slot's metadata and the update state, ends a trial the
+/// firmware gave up on ([`end_unfinished_trial`]) and deletes a rolled-back
+/// slot's boot entry; refuses a boot of a slot that is neither active nor
+/// on trial (a stale boot entry). `slot` is the
 /// booted slot (`nodeos.slot=` on the kernel command line), `key` the
 /// running image's update key; `sys_root` and `dev_root` are `/sys` and
 /// `/dev` (a fake tree in tests).
@@ -106,6 +110,25 @@ pub fn open(
     let trial = store.state().slot(slot).status == SlotStatus::Trying;
     let esp = esp::Esp::find(&partitions);
     end_unfinished_trial(&mut store, slot, esp.as_ref());
+    let state = store.state();
+    if let Some(esp) = &esp
+        && state.slot(slot.other()).status == SlotStatus::Bad
+        && let Err(e) = esp.remove(slot.other())
+    {
+        // A rollback `nodeos run` recorded leaves the entry behind.
+        crate::say!(
+            "warning: cannot remove slot {}'s boot entry: {e}",
+            slot.other()
+        );
+    }
+    if state.active != slot && !trial {
+        // Only a stale boot entry gets here; the agent writes the slot not
+        // booted, which is the active one.
+        return Err(UpdateError::NotActive {
+            booted: slot,
+            active: state.active,
+        });
+    }
     Ok(Shared {
         appliance: booted.image.name.clone(),
         version: booted.image.version.clone(),
@@ -167,6 +190,10 @@ pub enum UpdateError {
     NoState { path: PathBuf },
     #[error("cannot tell what the booted slot {slot} holds: {problem}")]
     BootedMeta { slot: Slot, problem: String },
+    #[error(
+        "slot {booted} was booted, but slot {active} is the active one and {booted} is not on trial; reboot the appliance"
+    )]
+    NotActive { booted: Slot, active: Slot },
     #[error("the update key {key} is not a valid ed25519 public key")]
     Key { key: PublicKey },
 
@@ -242,6 +269,7 @@ impl UpdateError {
             | UpdateError::StateRead { .. }
             | UpdateError::NoState { .. }
             | UpdateError::BootedMeta { .. }
+            | UpdateError::NotActive { .. }
             | UpdateError::Key { .. }
             | UpdateError::Io { .. } => 500,
         }
@@ -269,6 +297,7 @@ impl UpdateError {
             | UpdateError::StateRead { .. }
             | UpdateError::NoState { .. }
             | UpdateError::BootedMeta { .. }
+            | UpdateError::NotActive { .. }
             | UpdateError::Key { .. }
             | UpdateError::Io { .. } => "io",
         }

@@ -94,7 +94,7 @@ fn required() -> impl Iterator<Item = String> {
 }
 
 /// `(PARTNAME, DEVNAME)` of a uevent naming a `nodeos-*` partition.
-fn parse_uevent(text: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_uevent(text: &str) -> Option<(&str, &str)> {
     let field = |key: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))

@@ -248,7 +248,12 @@ impl Fixture {
 
     /// [`Fixture::shared`] of a boot of `slot`.
     pub fn shared_in(&self, slot: Slot) -> Shared {
-        open(slot, public_key(&self.key), &self.sys, &self.dev).unwrap()
+        self.open_in(slot).unwrap()
+    }
+
+    /// [`open`] for a boot of `slot`.
+    pub fn open_in(&self, slot: Slot) -> Result<Shared, super::UpdateError> {
+        open(slot, public_key(&self.key), &self.sys, &self.dev)
     }
 
     /// Every byte of `slot`'s three partitions.
