@@ -20,8 +20,8 @@ pub struct ExportArgs {
     /// What to make: a UEFI disk (raw, qcow2, vmdk, vhdx), a GCE image
     /// (gce), a Firecracker directory (firecracker) or a KubeVirt
     /// containerDisk with its manifests (kubevirt).
-    #[arg(long, short = 'f', value_enum, value_name = "FORMAT")]
-    format: FormatArg,
+    #[arg(long, short = 'f', value_name = "FORMAT", value_parser = format_parser())]
+    format: Format,
     /// Where to write it [default: beside the image: dist/<name>.<format>]
     #[arg(long, short = 'o', value_name = "PATH")]
     out: Option<PathBuf>,
@@ -44,33 +44,15 @@ pub struct ExportArgs {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
-    Raw,
-    Qcow2,
-    Vmdk,
-    Vhdx,
-    Firecracker,
-    Kubevirt,
-    Gce,
-}
-
-impl FormatArg {
-    fn format(self) -> Format {
-        match self {
-            FormatArg::Raw => Format::Raw,
-            FormatArg::Qcow2 => Format::Qcow2,
-            FormatArg::Vmdk => Format::Vmdk,
-            FormatArg::Vhdx => Format::Vhdx,
-            FormatArg::Firecracker => Format::Firecracker,
-            FormatArg::Kubevirt => Format::Kubevirt,
-            FormatArg::Gce => Format::Gce,
-        }
-    }
+/// `--format`: one of [`Format::ALL`], which clap lists when it is not.
+fn format_parser() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Format::ALL.map(Format::as_str))
+        .map(|name| Format::parse(&name).expect("a listed format"))
 }
 
 pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
-    let format = args.format.format();
+    let format = args.format;
     let dir = match args.image {
         Some(dir) => dir,
         None => crate::run::default_image_dir()?,

@@ -141,7 +141,10 @@ mod tests {
         let patched = apply(&head, patch_cid(&head, "0011aabb").unwrap());
         assert_eq!(patched, short.replace("7a527c", "0011aabb"));
 
-        assert_eq!(patch_cid(&vmdk_head("\nparentCID=ffffffff\n"), "00000000"), None);
+        assert_eq!(
+            patch_cid(&vmdk_head("\nparentCID=ffffffff\n"), "00000000"),
+            None
+        );
         assert_eq!(patch_cid(&vmdk_head("\nCID=zz\n"), "00000000"), None);
     }
 }
