@@ -101,6 +101,14 @@ pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
             out.display()
         ),
     );
+    // Ctrl-C or SIGTERM must not kill nodeos before it removes its staging
+    // directory: the signal only sets a flag here. The tool running then
+    // (qemu-img, tar, mkfs) gets it too and stops, which fails the export
+    // and removes the staging; a step in this process runs to its end.
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, std::sync::Arc::clone(&interrupted))?;
+    }
     let mut spinner: Option<Box<dyn nodeos_image::Progress>> = None;
     let result = nodeos_export::export(&dir, &manifest, &options, &mut |step| {
         if let Some(previous) = spinner.take() {
@@ -111,6 +119,13 @@ pub fn run(args: ExportArgs, ui: &Ui) -> anyhow::Result<Exit> {
     });
     if let Some(spinner) = spinner.take() {
         spinner.finish();
+    }
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        let what = match &result {
+            Ok(exported) => format!("{} was written whole", exported.path.display()),
+            Err(_) => "nothing was written".to_owned(),
+        };
+        return Err(fail(Exit::Interrupted, format!("interrupted; {what}")));
     }
     let exported = result.map_err(classify)?;
     for (path, size) in &exported.files {

@@ -395,6 +395,58 @@ fn every_format_is_accepted_by_its_tools_and_exports_the_same_bytes_twice() {
     assert_eq!(big["disk_size"], 8u64 << 30);
 }
 
+/// Ctrl-C (SIGINT) during an export: nodeos finishes or fails the step
+/// under way, removes its temporary files, and exits 130; the output is
+/// either absent or whole.
+#[test]
+fn an_interrupted_export_leaves_no_temporary_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = hello(tmp.path());
+    let dir = tmp.path().join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("hello.gce.tar.gz");
+    let mut export = NodeosRun::spawn(
+        nodeos()
+            .arg("export")
+            .arg(&image)
+            .args(["--format", "gce", "--out"])
+            .arg(&out),
+    );
+    let staging_seen = || {
+        std::fs::read_dir(&dir).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".hello.gce")
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !staging_seen() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            export.transcript()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    export.interrupt();
+    assert_eq!(export.wait(BOOT), Some(130), "{}", export.transcript());
+    assert!(
+        export.stderr().contains("interrupted"),
+        "{}",
+        export.transcript()
+    );
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty() || left == ["hello.gce.tar.gz"],
+        "{left:?}\n{}",
+        export.transcript()
+    );
+}
+
 /// Bad input: each gives one error naming the fix, its exit code, and
 /// leaves nothing behind.
 #[test]
