@@ -346,6 +346,7 @@ mod tests {
             ]),
             last_update: None,
             log_tail: None,
+            system: None,
         }
     }
 

@@ -184,6 +184,8 @@ pub struct Supervisor {
     last_exit: Option<ExitRecord>,
     /// Init killed the running app for lack of memory.
     killed_for_memory: bool,
+    /// Runs that ended for lack of memory.
+    oom_exits: u32,
     /// This boot is a new version's trial and the verdict is still open.
     trial_open: bool,
     /// Supervision ends in a reboot rather than a power-off.
@@ -202,6 +204,7 @@ impl Supervisor {
             crash_loop: false,
             last_exit: None,
             killed_for_memory: false,
+            oom_exits: 0,
             trial_open: false,
             reboot: false,
         }
@@ -251,6 +254,21 @@ impl Supervisor {
 
     pub fn last_exit(&self) -> Option<ExitRecord> {
         self.last_exit
+    }
+
+    /// Runs that ended for lack of memory (the kernel's OOM killer or init's).
+    pub fn oom_exits(&self) -> u32 {
+        self.oom_exits
+    }
+
+    /// The app's process while there is one.
+    pub fn app_pid(&self) -> Option<i32> {
+        match self.state {
+            State::Running { pid, .. } | State::Stopping { pid, .. } | State::Killed { pid } => {
+                Some(pid)
+            }
+            State::Starting | State::Backoff { .. } | State::Done => None,
+        }
     }
 
     pub fn in_crash_loop(&self) -> bool {
@@ -321,6 +339,7 @@ impl Supervisor {
             exit,
             oom,
         });
+        self.oom_exits += u32::from(oom);
         let mut line = console::app_exited_line(exit);
         if by_init {
             line.push_str(" (out of memory: killed by nodeos-init's low-memory watchdog)");
@@ -692,6 +711,8 @@ fn app_status(sup: &Supervisor) -> nodeos_manifest::update::AppStatus {
                 r.exit.to_string()
             }
         }),
+        pid: sup.app_pid(),
+        oom_exits: sup.oom_exits(),
     }
 }
 

@@ -31,6 +31,14 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 300_000;
 pub const STATUS_PATH: &str = "/v1/status";
 /// Path of the update upload.
 pub const UPDATE_PATH: &str = "/v1/update";
+/// Path of the log records (`?since=<unix ms>&tail=<n>&follow=1`).
+pub const LOGS_PATH: &str = "/v1/logs";
+/// Path of the Prometheus text metrics.
+pub const METRICS_PATH: &str = "/v1/metrics";
+/// Path of a profile (`?kind=cpu&seconds=<n>` or `?kind=heap`).
+pub const PROFILE_PATH: &str = "/v1/profile";
+/// Path of the status page (HTML).
+pub const PAGE_PATH: &str = "/";
 
 /// package.json `"nodeos": {"update": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -277,6 +285,79 @@ pub struct Status {
     /// The last lines the failed trial printed, if the last update was rolled back.
     #[serde(default)]
     pub log_tail: Option<String>,
+    /// Resource use, boot time and log shipping (absent from older agents).
+    #[serde(default)]
+    pub system: Option<SystemStatus>,
+}
+
+/// What the appliance uses, as `GET /v1/status` reports it; the metrics
+/// endpoint gives the same numbers to Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SystemStatus {
+    /// Milliseconds from the kernel's start to the first start of the app.
+    #[serde(default)]
+    pub boot_ms: Option<u64>,
+    /// Unix milliseconds when the kernel started.
+    #[serde(default)]
+    pub boot_unix_ms: u64,
+    /// `MemTotal` and `MemAvailable`, bytes.
+    pub memory_total: u64,
+    pub memory_available: u64,
+    /// Resident memory of the app's processes, bytes.
+    pub app_rss: u64,
+    /// CPU time of the whole guest (user + system + …, not idle), milliseconds.
+    pub cpu_ms: u64,
+    /// CPU time of the app's processes (and their reaped children), milliseconds.
+    pub app_cpu_ms: u64,
+    /// The kernel's OOM kills since boot.
+    #[serde(default)]
+    pub oom_kills: u64,
+    /// The `/data` volume, if one is mounted.
+    #[serde(default)]
+    pub data: Option<DiskUsage>,
+    /// Bytes through each network interface but `lo`.
+    #[serde(default)]
+    pub network: Vec<NetCounters>,
+    pub log: LogStats,
+}
+
+/// A filesystem's size and use, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub size: u64,
+    pub used: u64,
+    pub available: u64,
+}
+
+/// One network interface's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetCounters {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// The log: lines logged since boot, lines the ring no longer holds, and
+/// the remote syslog shipping if one is configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogStats {
+    pub lines: u64,
+    pub ring_dropped: u64,
+    #[serde(default)]
+    pub syslog: Option<SyslogStats>,
+}
+
+/// Remote syslog shipping since boot.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyslogStats {
+    /// `udp://HOST:PORT` or `tcp://HOST:PORT`.
+    pub target: String,
+    /// Records handed to the transport.
+    pub sent: u64,
+    /// Records lost: the buffer was full or the target could not be reached.
+    pub dropped: u64,
+    /// Whether the last send worked.
+    pub connected: bool,
 }
 
 /// The app process, as init sees it.
@@ -291,6 +372,12 @@ pub struct AppStatus {
     /// How the last run ended (`exit code 1`, `signal 9`), if one did.
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// The running generation's process id.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Runs the OOM killer (or init, for lack of memory) ended.
+    #[serde(default)]
+    pub oom_exits: u32,
 }
 
 /// One slot in [`Status`].

@@ -179,6 +179,8 @@ fn status(
             generation: 2,
             restarts: 1,
             last_exit: Some("exit code 1".into()),
+            pid: Some(42),
+            oom_exits: 0,
         },
         health: None,
         slots: BTreeMap::from([
@@ -187,6 +189,7 @@ fn status(
         ]),
         last_update,
         log_tail: None,
+        system: None,
     }
 }
 

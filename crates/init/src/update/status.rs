@@ -52,6 +52,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
         slots,
         last_update: state.last_update,
         log_tail,
+        system: None,
     }
 }
 
