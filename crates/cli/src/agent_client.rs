@@ -301,7 +301,7 @@ impl Client {
         }
     }
 
-    /// One request on a fresh connection (`Connection: close`).
+    /// One request on a fresh connection (`Connection: close`), its whole answer.
     fn request(
         &self,
         method: &str,
@@ -309,6 +309,55 @@ impl Client {
         body: Option<Body<'_>>,
         answer_timeout: Duration,
     ) -> Result<Response, AgentError> {
+        let url = self.url();
+        let (mut reader, head) = self.send(method, path, body, answer_timeout)?;
+        read_body(&mut reader, &head).map_err(|source| AgentError::Broken {
+            url,
+            when: "before it answered",
+            sent: true,
+            source,
+        })
+    }
+
+    /// `GET target` whose `200` answer is streamed in chunks: each piece
+    /// goes to `sink` as it arrives. An answer cut short (the connection
+    /// ended before the last chunk) is an error; so is a failing `sink`
+    /// (reported as [`AgentError::Broken`] with the sink's error).
+    pub fn stream(
+        &self,
+        method: &str,
+        target: &str,
+        answer_timeout: Duration,
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), AgentError> {
+        let url = self.url();
+        let (mut reader, head) = self.send(method, target, None, answer_timeout)?;
+        let broken = |source| AgentError::Broken {
+            url: url.clone(),
+            when: "in the middle of the answer",
+            sent: true,
+            source,
+        };
+        if head.status != 200 || !head.chunked {
+            let response = read_body(&mut reader, &head).map_err(broken)?;
+            return self.parse::<serde::de::IgnoredAny>(response).and_then(|_| {
+                Err(AgentError::NotAnAgent {
+                    url: url.clone(),
+                    what: "its answer is not streamed".into(),
+                })
+            });
+        }
+        read_chunks(&mut reader, sink).map_err(broken)
+    }
+
+    /// Sends a signed request and reads the answer's head.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Body<'_>>,
+        answer_timeout: Duration,
+    ) -> Result<(BufReader<TcpStream>, AnswerHead), AgentError> {
         let url = self.url();
         let len = body.as_ref().map_or(0, |b| b.len);
         let authorization = keys::sign_request(&self.key, method, path, len)?;
@@ -345,13 +394,18 @@ impl Client {
                 // closed: its answer says more than the broken pipe.
                 SendError::Write(source) => {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    read_response(&mut stream)
-                        .map_err(|_| broken("while sending the update", false, source))
+                    let mut reader = BufReader::new(stream);
+                    match read_head(&mut reader) {
+                        Ok(head) => Ok((reader, head)),
+                        Err(_) => Err(broken("while sending the update", false, source)),
+                    }
                 }
             };
         }
         let _ = stream.set_read_timeout(Some(answer_timeout));
-        read_response(&mut stream).map_err(|e| broken("before it answered", true, e))
+        let mut reader = BufReader::new(stream);
+        let head = read_head(&mut reader).map_err(|e| broken("before it answered", true, e))?;
+        Ok((reader, head))
     }
 }
 
@@ -404,14 +458,20 @@ fn send_body(stream: &mut TcpStream, body: Body<'_>) -> Result<(), SendError> {
     Ok(())
 }
 
-/// Reads a status line, headers and a body (of `Content-Length` bytes, or
-/// up to the end of the connection), each within its limit.
-fn read_response(stream: &mut TcpStream) -> io::Result<Response> {
-    let mut reader = BufReader::new(stream);
+/// An answer's status line and the headers that say how its body comes.
+#[derive(Debug)]
+struct AnswerHead {
+    status: u16,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+/// Reads a status line and headers, within [`MAX_HEAD`].
+fn read_head(reader: &mut impl BufRead) -> io::Result<AnswerHead> {
     let mut head = Vec::new();
     loop {
         let before = head.len();
-        let n = (&mut reader)
+        let n = (&mut *reader)
             .take((MAX_HEAD - before) as u64 + 1)
             .read_until(b'\n', &mut head)?;
         if n == 0 {
@@ -444,25 +504,43 @@ fn read_response(stream: &mut TcpStream) -> io::Result<Response> {
                 printable(&status_line.chars().take(80).collect::<String>())
             ))
         })?;
-    let mut content_length = None;
+    let mut answer = AnswerHead {
+        status,
+        content_length: None,
+        chunked: false,
+    };
     for line in lines {
-        if let Some((name, value)) = line.split_once(':')
-            && name.trim().eq_ignore_ascii_case("content-length")
-        {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-length") {
             let len: usize = value
                 .trim()
                 .parse()
                 .map_err(|_| io::Error::other("a bad Content-Length in the answer"))?;
-            content_length = Some(len);
+            answer.content_length = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            answer.chunked = value.trim().eq_ignore_ascii_case("chunked");
         }
     }
+    Ok(answer)
+}
+
+/// Reads a whole body (of `Content-Length` bytes, chunked, or up to the
+/// end of the connection) within [`MAX_BODY`].
+fn read_body(reader: &mut impl BufRead, head: &AnswerHead) -> io::Result<Response> {
     let mut body = Vec::new();
-    match content_length {
-        Some(len) if len > MAX_BODY => {
-            return Err(io::Error::other(format!(
-                "the answer is {len} bytes, more than {MAX_BODY}"
-            )));
-        }
+    let too_large = || io::Error::other(format!("the answer is more than {MAX_BODY} bytes"));
+    match head.content_length {
+        _ if head.chunked => read_chunks(reader, &mut |data| {
+            if body.len() + data.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(data);
+            Ok(())
+        })?,
+        Some(len) if len > MAX_BODY => return Err(too_large()),
         Some(len) => {
             body.resize(len, 0);
             reader.read_exact(&mut body)?;
@@ -470,13 +548,58 @@ fn read_response(stream: &mut TcpStream) -> io::Result<Response> {
         None => {
             reader.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
             if body.len() > MAX_BODY {
-                return Err(io::Error::other(format!(
-                    "the answer is more than {MAX_BODY} bytes"
-                )));
+                return Err(too_large());
             }
         }
     }
-    Ok(Response { status, body })
+    Ok(Response {
+        status: head.status,
+        body,
+    })
+}
+
+/// Decodes a chunked body, handing each chunk's data to `sink`; an error
+/// if the connection ends before the last (empty) chunk.
+fn read_chunks(
+    reader: &mut impl BufRead,
+    sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let cut_short = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the answer was cut short (the appliance stopped sending before its end)",
+        )
+    };
+    let mut line = String::new();
+    let mut data = vec![0u8; CHUNK];
+    loop {
+        line.clear();
+        if (&mut *reader).take(100).read_line(&mut line)? == 0 {
+            return Err(cut_short());
+        }
+        let size = line.trim_end().split(';').next().unwrap_or("");
+        let mut left = u64::from_str_radix(size.trim(), 16)
+            .map_err(|_| io::Error::other(format!("a bad chunk size {size:?} in the answer")))?;
+        if left == 0 {
+            return Ok(());
+        }
+        while left > 0 {
+            let want = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = reader.read(&mut data[..want])?;
+            if n == 0 {
+                return Err(cut_short());
+            }
+            sink(&data[..n])?;
+            left -= n as u64;
+        }
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf).map_err(|_| cut_short())?;
+        if &crlf != b"\r\n" {
+            return Err(io::Error::other(
+                "a chunk in the answer is not ended by CRLF",
+            ));
+        }
+    }
 }
 
 /// `text` with control characters (escape sequences from the appliance)

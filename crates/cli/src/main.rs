@@ -2,8 +2,8 @@
 //!
 //! The binary is thin: it parses arguments, draws output and maps errors to
 //! exit codes ([`exit::Exit`]); the work is done by `nodeos-image` (build,
-//! keys, update bundles) and `nodeos-vmm` (run). `deploy` and `status` talk
-//! to a running appliance's update agent ([`agent_client`]).
+//! keys, update bundles) and `nodeos-vmm` (run). `deploy`, `status`, `logs`
+//! and `profile` talk to a running appliance's agent ([`agent_client`]).
 
 mod agent_client;
 mod build;
@@ -13,10 +13,13 @@ mod exit;
 mod export;
 mod init;
 mod keygen;
+mod logs;
 mod nodedir;
+mod profile;
 mod run;
 mod status;
 mod system;
+mod token;
 mod ui;
 
 use std::path::PathBuf;
@@ -58,8 +61,15 @@ enum Command {
     /// Build, sign and upload a new version to a running appliance, and wait
     /// until it is committed or rolled back
     Deploy(deploy::DeployArgs),
-    /// Show what a running appliance runs and how its last update went
+    /// Show what a running appliance runs, what it uses and how its last
+    /// update went
     Status(status::StatusArgs),
+    /// Print a running appliance's log lines, and with -f the new ones
+    Logs(logs::LogsArgs),
+    /// Take a CPU profile or heap snapshot of a running appliance's app
+    Profile(profile::ProfileArgs),
+    /// Sign a read token for Prometheus or the status page (offline)
+    Token(token::TokenArgs),
     /// Write an image as a UEFI disk (raw, qcow2, vmdk, vhdx), a GCE image,
     /// a Firecracker directory or a KubeVirt containerDisk
     Export(export::ExportArgs),
@@ -88,6 +98,9 @@ fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(args, &ui),
         Command::Deploy(args) => deploy::run(args, &ui),
         Command::Status(args) => status::run(args, &ui),
+        Command::Logs(args) => logs::run(args, &ui),
+        Command::Profile(args) => profile::run(args, &ui),
+        Command::Token(args) => token::run(args, &ui),
         Command::Nodedir(args) => nodedir::run(args, &ui),
         Command::Export(args) => export::run(args, &ui),
     };

@@ -19,7 +19,7 @@ use nodeos_manifest::host::{
 };
 use nodeos_manifest::settings::{
     CheckStatus, Cidr, DATA_FAILED_MARKER, DataSettings, DataSize, MAX_GRACE_SECS, OnCheckFailure,
-    StaticIpv4, check_env,
+    StaticIpv4, SyslogTarget, check_env,
 };
 use nodeos_manifest::{LogFormat, MANIFEST_FILE, Manifest, RestartPolicy, RunConfig};
 use nodeos_vmm::data::{DataVolume, Opened, SizeRequest, human_size};
@@ -66,6 +66,11 @@ pub struct RunArgs {
     /// Console log format of the guest [default: the image's, else text].
     #[arg(long, value_name = "text|json")]
     log_format: Option<LogFormat>,
+    /// Also ship the guest's log to this syslog server (RFC 5424):
+    /// udp://HOST:PORT or tcp://HOST:PORT, e.g. udp://10.0.2.2:514 for a
+    /// server on the host [default: the image's syslog, else none].
+    #[arg(long, value_name = "URL")]
+    syslog: Option<SyslogTarget>,
     /// Static IPv4 address of the guest's first NIC instead of DHCP (or
     /// the image's address), e.g. 10.0.2.20/24.
     #[arg(long, value_name = "ADDR/PREFIX")]
@@ -503,6 +508,7 @@ fn run_config(
         restart: args.restart,
         grace: args.grace,
         log_format: args.log_format,
+        syslog: args.syslog.clone(),
         ipv4: args.ip.map(|address| StaticIpv4 {
             address,
             gateway: args.gateway,
@@ -767,6 +773,8 @@ mod tests {
             "20",
             "--log-format",
             "json",
+            "--syslog",
+            "tcp://10.0.2.2",
         ];
         let config = run_config(&args(&flags), host).unwrap();
         let env: Vec<_> = config
@@ -786,6 +794,10 @@ mod tests {
         assert_eq!(config.restart, Some(RestartPolicy::OnFailure));
         assert_eq!(config.grace, Some(20));
         assert_eq!(config.log_format, Some(LogFormat::Json));
+        assert_eq!(
+            config.syslog.map(|t| t.to_string()).as_deref(),
+            Some("tcp://10.0.2.2:601")
+        );
     }
 
     #[test]
@@ -913,6 +925,19 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_syslog_url_is_a_usage_error_saying_what_is_accepted() {
+        let err = Cli::try_parse_from(["run", "--syslog", "syslog.internal:514"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(err.use_stderr(), "main exits 2 for it");
+        let text = err.to_string();
+        assert!(text.contains("--syslog"), "{text}");
+        assert!(
+            text.contains("udp://HOST:PORT or tcp://HOST:PORT"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn flag_values_are_checked_by_clap() {
         let fails = |flags: &[&str]| {
             Cli::try_parse_from(std::iter::once("run").chain(flags.iter().copied())).is_err()
@@ -921,6 +946,8 @@ mod tests {
         assert!(fails(&["--grace", "3601"]));
         assert!(fails(&["--grace", "-1"]));
         assert!(fails(&["--log-format", "xml"]));
+        assert!(fails(&["--syslog", "10.0.2.2:514"]), "a scheme is required");
+        assert!(fails(&["--syslog", "udp://[fec0::2"]));
         assert!(fails(&["--ip", "10.0.2.20"]), "prefix required");
         assert!(fails(&["--ip", "10.0.2.20/33"]));
         assert!(fails(&["--gateway", "10.0.2.2"]), "--gateway needs --ip");

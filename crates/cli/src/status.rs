@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use nodeos_manifest::slots::{Slot, SlotStatus};
-use nodeos_manifest::update::Status;
+use nodeos_manifest::update::{Status, SystemStatus};
 
 use crate::agent_client::{Client, Endpoint, printable};
 use crate::exit::Exit;
@@ -73,6 +73,9 @@ fn table(status: &Status) -> String {
             .as_deref()
             .map_or_else(|| "not checked on this boot".to_owned(), printable),
     );
+    if let Some(sys) = &status.system {
+        system_rows(sys, &mut row);
+    }
     for slot in [Slot::A, Slot::B] {
         let value = match status.slots.get(&slot) {
             None => "unknown".to_owned(),
@@ -102,6 +105,85 @@ fn table(status: &Status) -> String {
         .collect()
 }
 
+/// The rows of the resource use.
+fn system_rows(sys: &SystemStatus, row: &mut impl FnMut(&str, String)) {
+    if let Some(boot) = sys.boot_ms {
+        row(
+            "boot",
+            format!("app started {:.2} s after the kernel", boot as f64 / 1000.0),
+        );
+    }
+    row(
+        "memory",
+        format!(
+            "{} available of {}; app {} resident",
+            bytes(sys.memory_available),
+            bytes(sys.memory_total),
+            bytes(sys.app_rss)
+        ),
+    );
+    row(
+        "cpu",
+        format!(
+            "app {:.1} s, all {:.1} s{}",
+            sys.app_cpu_ms as f64 / 1000.0,
+            sys.cpu_ms as f64 / 1000.0,
+            if sys.oom_kills > 0 {
+                format!("; {} OOM kill(s)", sys.oom_kills)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    row(
+        "data",
+        sys.data.map_or_else(
+            || "no volume".to_owned(),
+            |d| {
+                format!(
+                    "{} used of {}, {} free",
+                    bytes(d.used),
+                    bytes(d.size),
+                    bytes(d.available)
+                )
+            },
+        ),
+    );
+    for net in &sys.network {
+        row(
+            &format!("net {}", printable(&net.name)),
+            format!("{} in, {} out", bytes(net.rx_bytes), bytes(net.tx_bytes)),
+        );
+    }
+    let mut log = format!("{} lines", sys.log.lines);
+    if let Some(syslog) = &sys.log.syslog {
+        let _ = write!(
+            log,
+            "; syslog {} {}: {} sent, {} dropped",
+            printable(&syslog.target),
+            if syslog.connected { "up" } else { "down" },
+            syslog.sent,
+            syslog.dropped
+        );
+    }
+    row("log", log);
+}
+
+/// `512 B`, `3.4 KiB`, `120.0 MiB`, `1.5 GiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// `45 s`, `12 min 5 s`, `3 h 02 min`, `4 d 7 h`.
 fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -123,5 +205,13 @@ mod tests {
         assert_eq!(duration(725), "12 min 5 s");
         assert_eq!(duration(3 * 3600 + 120), "3 h 02 min");
         assert_eq!(duration(4 * 86_400 + 7 * 3600 + 59), "4 d 7 h");
+    }
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 + 400), "3.4 KiB");
+        assert_eq!(bytes(120 << 20), "120.0 MiB");
+        assert_eq!(bytes(3 << 29), "1.5 GiB");
     }
 }

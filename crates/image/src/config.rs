@@ -1,7 +1,7 @@
 //! package.json's `"nodeos"` key: how the appliance runs the app.
 //!
 //! Its keys are the fields of [`Settings`] (`restart`, `grace`,
-//! `logFormat`, `port`, `network`, `data`, `update`), which the guest
+//! `logFormat`, `port`, `network`, `data`, `update`, `syslog`), which the guest
 //! reads; `env`, extra environment for the app; and the keys only the host
 //! reads: `memory`, `cpus` and `ports` ([`VmSettings`], for `nodeos run`)
 //! and `node` (the Node.js version range, instead of `engines.node`).
@@ -242,6 +242,7 @@ fn unknown_key(value: &Value, segments: &[&Segment]) -> Option<ConfigError> {
 /// that lists every valid key.
 fn all_keys_sample() -> Value {
     let mut sample = Settings::default();
+    sample.syslog = Some("udp://10.0.2.2:514".parse().expect("a syslog target"));
     sample.network.ipv4 = Some(StaticIpv4 {
         address: Cidr {
             addr: Ipv4Addr::new(10, 0, 2, 15),
@@ -601,6 +602,7 @@ mod tests {
                 "network",
                 "port",
                 "restart",
+                "syslog",
                 "update"
             ]
         );

@@ -232,6 +232,22 @@ pub fn sign_request(
     .header())
 }
 
+/// A read token ([`update::ReadToken`]) signed by `key`, valid until
+/// `expires_s` (unix seconds).
+pub fn read_token(key: &SigningKey, expires_s: u64) -> Result<update::ReadToken, KeyError> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
+    let id = crate::hex(&id);
+    let key_id = public_key(key).key_id();
+    let message = update::ReadToken::message(&key_id, expires_s, &id);
+    Ok(update::ReadToken {
+        signature: sign(key, message.as_bytes()),
+        key_id,
+        expires_s,
+        id,
+    })
+}
+
 /// [`sign_request`] with the time and nonce given.
 pub fn sign_request_at(
     key: &SigningKey,

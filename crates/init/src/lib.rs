@@ -32,14 +32,19 @@ pub mod log;
 pub mod memory;
 pub mod mounts;
 pub mod net;
+pub mod page;
 pub mod privileges;
+pub mod profile;
 pub mod shutdown;
 pub mod start;
+pub mod stats;
 pub mod supervise;
 pub mod sys;
+pub mod syslog;
 pub mod system;
 pub mod trial;
 pub mod update;
+pub mod websocket;
 
 pub use error::Error;
 pub use shutdown::shutdown;
@@ -70,14 +75,17 @@ use nodeos_manifest::slots::{Part, Slot};
 /// 5. **entropy & clock** ([`entropy::ready`]).
 /// 6. **network** ([`net::setup`]): lo, hostname, /run/hosts, first NIC by
 ///    DHCP (or static IPv4/IPv6), resolv.conf; a thread keeps the lease.
+///    **syslog** ([`syslog::start`]): with a target, the log is shipped
+///    there too (RFC 5424, bounded buffer, never blocking the app).
 ///    **data** ([`data::setup`]): the persistent volume checked and
 ///    mounted on `/data` (without one, `/data` stays read-only); a volume
 ///    that failed its check ends the boot here, before the app starts,
 ///    unless `data.onCheckFailure` is `start`.
 /// 7. **privileges** ([`privileges::prepare`]): the app's user; its port
 ///    made bindable.
-///    **agent** ([`start_updates`]): with an update key, the update agent
-///    ([`update`]) and, on a new version's trial, its verdict ([`trial`]).
+///    **agent** ([`start_updates`]): with an update key, the agent
+///    ([`update`]): status, logs, metrics, the status page, profiles and
+///    updates; on a new version's trial, its verdict ([`trial`]).
 /// 8. **start** ([`start::spawn`]) and 9. **supervise**
 ///    ([`supervise::supervise`]): node with the app, restarted by the
 ///    restart policy, stopped on request with a grace period; on a trial,
@@ -106,10 +114,22 @@ pub fn run() -> Result<supervise::End, Error> {
     let app = boot.app;
     entropy::ready(sys);
     net::setup(sys, &app.settings.network, &app.name)?;
+    start_syslog(&app);
     data::setup(sys, &app.settings.data, boot.data_check.as_ref())?;
     let creds = privileges::prepare(sys, &app)?;
     let updates = slot.and_then(|slot| start_updates(slot, &app, &events));
     Ok(supervise::supervise(&app, creds, &events, updates.as_ref()))
+}
+
+/// Phase 6b, syslog: with a `syslog` target, every log line (the boot's
+/// so far, then each new one) is also shipped there. Optional: a problem
+/// is logged and the boot goes on.
+fn start_syslog(app: &nodeos_manifest::AppConfig) {
+    if let Some(target) = &app.settings.syslog
+        && let Err(e) = syslog::start(target, &config::hostname(&app.name))
+    {
+        say!("warning: cannot ship the log to syslog {target}: {e}");
+    }
 }
 
 /// The slot the bootloader booted (`nodeos.slot=`), if it booted one.

@@ -1,8 +1,10 @@
 //! Phase 2 (with the console): the log. Every line init prints and every
 //! line of the app's stdout and stderr becomes a [`Record`] with a UTC
 //! timestamp, written to the console (fd 2, `/dev/console`) in the
-//! configured [`LogFormat`] and kept in a bounded in-memory [`Ring`] for the
-//! logs and status APIs.
+//! configured [`LogFormat`], kept in a bounded in-memory [`Ring`] for the
+//! logs and status APIs (numbered, so followers of the log know where they
+//! are: [`wait_for`]), and offered to the remote syslog shipper
+//! ([`crate::syslog`]).
 //!
 //! The app's stdout and stderr are pipes ([`capture`]); one thread per pipe
 //! splits the bytes into lines and logs them, tagged with the stream and the
@@ -12,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nodeos_manifest::LogFormat;
@@ -73,6 +75,20 @@ impl Ring {
         self.records.iter()
     }
 
+    /// The sequence number the next record gets: records logged so far
+    /// (the first record is number 0).
+    pub fn next_seq(&self) -> u64 {
+        self.dropped + self.records.len() as u64
+    }
+
+    /// The records numbered `seq` and later that the ring still holds.
+    pub fn since(&self, seq: u64) -> impl Iterator<Item = &Record> {
+        let skip = seq.saturating_sub(self.dropped);
+        self.records
+            .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }
@@ -91,6 +107,8 @@ static LOGGER: Mutex<Logger> = Mutex::new(Logger {
     format: LogFormat::Text,
     ring: Ring::new(RING_LINES, RING_BYTES),
 });
+/// Notified after every record (for followers of the log).
+static LOGGED: Condvar = Condvar::new();
 
 fn logger() -> MutexGuard<'static, Logger> {
     // A panic while holding the lock must not silence the log.
@@ -105,6 +123,16 @@ pub fn set_format(format: LogFormat) {
 /// The ring of recent records (for the status and logs APIs).
 pub fn with_ring<T>(f: impl FnOnce(&Ring) -> T) -> T {
     f(&logger().ring)
+}
+
+/// Waits until a record numbered `seq` or later is logged, or `timeout`
+/// passed; returns whether one was.
+pub fn wait_for(seq: u64, timeout: Duration) -> bool {
+    let logger = logger();
+    let (logger, _) = LOGGED
+        .wait_timeout_while(logger, timeout, |l| l.ring.next_seq() <= seq)
+        .unwrap_or_else(|e| e.into_inner());
+    logger.ring.next_seq() > seq
 }
 
 /// Milliseconds since the epoch by the guest's clock.
@@ -126,7 +154,10 @@ pub fn emit(source: Source, message: String) {
     line.push('\n');
     // One write per line, under the lock: lines never interleave.
     let _ = io::stderr().lock().write_all(line.as_bytes());
+    crate::syslog::offer(&record);
     logger.ring.push(record);
+    drop(logger);
+    LOGGED.notify_all();
 }
 
 #[doc(hidden)]
@@ -292,6 +323,34 @@ mod tests {
         assert_eq!(ring.len(), 1, "bytes bound evicts the older records");
         ring.push(record("this one is too long alone"));
         assert!(ring.is_empty(), "a record over the byte bound is not kept");
+    }
+
+    #[test]
+    fn records_are_numbered_across_evictions() {
+        let mut ring = Ring::new(3, 100);
+        assert_eq!(ring.next_seq(), 0);
+        for m in ["a", "b", "c", "d", "e"] {
+            ring.push(record(m));
+        }
+        assert_eq!(ring.next_seq(), 5);
+        let since = |seq| {
+            ring.since(seq)
+                .map(|r| r.message.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(since(3), ["d", "e"]);
+        assert_eq!(since(0), ["c", "d", "e"], "evicted records are gone");
+        assert!(since(5).is_empty());
+    }
+
+    #[test]
+    fn a_follower_wakes_when_a_record_is_logged() {
+        let next = with_ring(Ring::next_seq);
+        assert!(!wait_for(next + 1_000_000, Duration::from_millis(10)));
+        let waiter = std::thread::spawn(move || wait_for(next, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        emit(Source::Init, "wake up".into());
+        assert!(waiter.join().unwrap());
     }
 
     #[test]

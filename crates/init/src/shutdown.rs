@@ -16,6 +16,9 @@ use crate::{data, log, mounts, say, sys, system};
 /// How long processes left after the app have between SIGTERM and SIGKILL.
 pub const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
 
+/// How long the shutdown waits for the log to reach the syslog target.
+pub const SYSLOG_FLUSH: Duration = Duration::from_secs(2);
+
 /// SIGTERM (then SIGKILL) to everything, `sync`, power off (or reboot,
 /// into the slot the update state names).
 pub fn shutdown(end: End) -> ! {
@@ -31,6 +34,10 @@ pub fn shutdown(end: End) -> ! {
         reap_all_until(Instant::now() + Duration::from_secs(1));
     }
     rustix::fs::sync();
+    // The last lines (the app's exit, the stop) to the syslog target too.
+    if !crate::syslog::flush(SYSLOG_FLUSH) {
+        say!("warning: the last log lines did not reach the syslog target");
+    }
     data::unmount(&mut system::Linux);
     mounts::unmount_all(&mut system::Linux);
     let (marker, command, what) = match end {

@@ -613,6 +613,7 @@ pub fn supervise(
                     let oom_kills_before = oom_kills();
                     let actions = match start::spawn(app, creds, sup.generation() + 1) {
                         Ok((pid, drain)) => {
+                            crate::stats::mark_app_started();
                             running = Some(Running {
                                 pid,
                                 drain,

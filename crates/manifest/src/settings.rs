@@ -1,5 +1,5 @@
 //! Appliance settings: how init runs the app (restart policy, grace period,
-//! log format, port, network, the persistent data volume).
+//! log format, remote syslog, port, network, the persistent data volume).
 //!
 //! They come from package.json's `"nodeos"` key at build time
 //! ([`Settings`], baked into [`crate::AppConfig`]) and can be overridden
@@ -41,6 +41,9 @@ pub struct Settings {
     pub grace: u32,
     /// Format of the console log.
     pub log_format: LogFormat,
+    /// A syslog server every log record is also shipped to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<SyslogTarget>,
     /// The port the app listens on: `PORT` in its environment, and the
     /// app may bind it even below 1024.
     pub port: u16,
@@ -58,6 +61,7 @@ impl Default for Settings {
             restart: RestartPolicy::default(),
             grace: DEFAULT_GRACE_SECS,
             log_format: LogFormat::default(),
+            syslog: None,
             port: DEFAULT_PORT,
             network: Network::default(),
             data: DataSettings::default(),
@@ -139,6 +143,161 @@ impl FromStr for RestartPolicy {
                 "unknown restart policy {other:?} (expected always, on-failure or never)"
             )),
         }
+    }
+}
+
+/// Port of a `udp://` syslog target that names none (RFC 5426).
+pub const SYSLOG_UDP_PORT: u16 = 514;
+/// Port of a `tcp://` syslog target that names none (IANA's `syslog-conn`).
+pub const SYSLOG_TCP_PORT: u16 = 601;
+
+/// How log records travel to a [`SyslogTarget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SyslogTransport {
+    /// One datagram per record (RFC 5426).
+    Udp,
+    /// One connection, records framed by octet counting (RFC 6587).
+    Tcp,
+}
+
+impl SyslogTransport {
+    /// The URL scheme: `udp` or `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyslogTransport::Udp => "udp",
+            SyslogTransport::Tcp => "tcp",
+        }
+    }
+
+    /// The port of a target that names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SyslogTransport::Udp => SYSLOG_UDP_PORT,
+            SyslogTransport::Tcp => SYSLOG_TCP_PORT,
+        }
+    }
+}
+
+/// A remote syslog server, written `udp://HOST:PORT` or `tcp://HOST:PORT`.
+/// `HOST` is an IPv4 address, a host name (resolved when init connects)
+/// or an IPv6 address in brackets (`udp://[fec0::2]:514`). Without a port
+/// a `udp://` target uses 514 and a `tcp://` target 601. It is always
+/// written back with its port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SyslogTarget {
+    transport: SyslogTransport,
+    /// An IP address (IPv6 without brackets) or a host name.
+    host: String,
+    port: u16,
+}
+
+impl SyslogTarget {
+    pub fn transport(&self) -> SyslogTransport {
+        self.transport
+    }
+
+    /// The IP address (an IPv6 one without brackets) or host name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl FromStr for SyslogTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = |why: String| {
+            format!(
+                "{text:?} is not a syslog target: {why} (expected udp://HOST:PORT or \
+                 tcp://HOST:PORT, e.g. udp://10.0.2.2:514; the port defaults to \
+                 {SYSLOG_UDP_PORT} for udp and {SYSLOG_TCP_PORT} for tcp)"
+            )
+        };
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("it does not start with udp:// or tcp://".into()))?;
+        let transport = match scheme.to_ascii_lowercase().as_str() {
+            "udp" => SyslogTransport::Udp,
+            "tcp" => SyslogTransport::Tcp,
+            _ => return Err(bad(format!("unknown transport {scheme:?}"))),
+        };
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (addr, after) = bracketed
+                .split_once(']')
+                .ok_or_else(|| bad("`]` is missing after the IPv6 address".into()))?;
+            let addr: Ipv6Addr = addr
+                .parse()
+                .map_err(|_| bad(format!("{addr:?} is not an IPv6 address")))?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| bad(format!("unexpected {after:?} after the address")))?,
+                ),
+            };
+            (addr.to_string(), port)
+        } else {
+            let (host, port) = match rest.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (rest, None),
+            };
+            if port.is_some_and(|p| p.contains(':')) {
+                return Err(bad(
+                    "an IPv6 address must be in brackets, e.g. udp://[fec0::2]:514".into(),
+                ));
+            }
+            if host.is_empty() {
+                return Err(bad("the host is missing".into()));
+            }
+            if host.parse::<Ipv4Addr>().is_err() && !is_hostname(host) {
+                return Err(bad(format!("{host:?} is not an IP address or host name")));
+            }
+            (host.to_owned(), port)
+        };
+        let port = match port {
+            None => transport.default_port(),
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(format!("port {p:?} is not a number from 1 to 65535")))?,
+        };
+        Ok(SyslogTarget {
+            transport,
+            host,
+            port,
+        })
+    }
+}
+
+/// `udp://HOST:PORT` (IPv6 hosts in brackets), as [`SyslogTarget::from_str`]
+/// reads it back.
+impl fmt::Display for SyslogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.transport.as_str();
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Serialize for SyslogTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SyslogTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -578,6 +737,9 @@ pub struct RunConfig {
     pub grace: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// A syslog server for this boot (replaces the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syslog: Option<SyslogTarget>,
     /// A static IPv4 address for this boot (replaces DHCP or the image's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<StaticIpv4>,
@@ -607,6 +769,7 @@ impl fmt::Debug for RunConfig {
             .field("restart", &self.restart)
             .field("grace", &self.grace)
             .field("log_format", &self.log_format)
+            .field("syslog", &self.syslog)
             .field("ipv4", &self.ipv4)
             .field("dns", &self.dns)
             .field("data_on_check_failure", &self.data_on_check_failure)
@@ -678,6 +841,9 @@ impl RunConfig {
         }
         if let Some(format) = self.log_format {
             settings.log_format = format;
+        }
+        if let Some(target) = &self.syslog {
+            settings.syslog = Some(target.clone());
         }
         if let Some(ipv4) = self.ipv4 {
             settings.network.ipv4 = Some(ipv4);
@@ -878,6 +1044,7 @@ mod tests {
             restart: Some(RestartPolicy::Never),
             grace: Some(2),
             log_format: Some(LogFormat::Json),
+            syslog: Some("tcp://logs.internal:6514".parse().unwrap()),
             ipv4: Some(StaticIpv4 {
                 address: "10.0.2.30/24".parse().unwrap(),
                 gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
@@ -954,6 +1121,10 @@ mod tests {
         assert_eq!(settings.restart, RestartPolicy::Never);
         assert_eq!(settings.grace, 2);
         assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(
+            settings.syslog.as_ref().map(ToString::to_string).as_deref(),
+            Some("tcp://logs.internal:6514")
+        );
         assert_eq!(
             settings.network.ipv4.unwrap().address.to_string(),
             "10.0.2.30/24"
@@ -1055,6 +1226,80 @@ mod tests {
         );
         assert_eq!(OnCheckFailure::Start.as_str(), "start");
         assert_eq!(CheckStatus::Repaired.as_str(), "repaired");
+    }
+
+    #[test]
+    fn syslog_targets_parse_with_default_ports_and_print_back() {
+        let target = |text: &str| text.parse::<SyslogTarget>().unwrap();
+        let t = target("udp://10.0.2.2:514");
+        assert_eq!(t.transport(), SyslogTransport::Udp);
+        assert_eq!((t.host(), t.port()), ("10.0.2.2", 514));
+        let t = target("tcp://logs.internal:6514");
+        assert_eq!(t.transport(), SyslogTransport::Tcp);
+        assert_eq!((t.host(), t.port()), ("logs.internal", 6514));
+        let t = target("udp://[fec0::2]:5514");
+        assert_eq!((t.host(), t.port()), ("fec0::2", 5514));
+        assert_eq!(t.to_string(), "udp://[fec0::2]:5514");
+        assert_eq!(target("udp://10.0.2.2").port(), SYSLOG_UDP_PORT);
+        assert_eq!(target("tcp://logs").port(), SYSLOG_TCP_PORT);
+        assert_eq!(target("tcp://[::1]").to_string(), "tcp://[::1]:601");
+        assert_eq!(target("UDP://localhost").to_string(), "udp://localhost:514");
+        for text in ["udp://10.0.2.2:514", "tcp://[fec0::2]:601", "tcp://a.b-c:1"] {
+            assert_eq!(target(text).to_string(), text);
+            assert_eq!(
+                target(text).to_string().parse::<SyslogTarget>(),
+                Ok(target(text))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_syslog_targets_say_what_is_accepted() {
+        let err = |text: &str| text.parse::<SyslogTarget>().unwrap_err();
+        for (text, why) in [
+            ("10.0.2.2:514", "does not start with udp:// or tcp://"),
+            ("http://10.0.2.2:514", "unknown transport \"http\""),
+            ("udp://", "the host is missing"),
+            ("udp://:514", "the host is missing"),
+            (
+                "udp://10.0.2.2:0",
+                "port \"0\" is not a number from 1 to 65535",
+            ),
+            ("udp://10.0.2.2:65536", "from 1 to 65535"),
+            ("udp://10.0.2.2:", "port \"\" is not"),
+            ("udp://10.0.2.2:514/", "port \"514/\" is not"),
+            ("udp://fec0::2:514", "IPv6 address must be in brackets"),
+            ("udp://[fec0::2", "`]` is missing"),
+            ("udp://[fec0::zz]:514", "is not an IPv6 address"),
+            ("udp://[fec0::2]514", "unexpected \"514\""),
+            (
+                "tcp://bad_name:601",
+                "\"bad_name\" is not an IP address or host name",
+            ),
+            ("tcp://user@host:601", "is not an IP address or host name"),
+        ] {
+            let e = err(text);
+            assert!(e.contains(why), "{text}: {e}");
+            assert!(
+                e.contains("expected udp://HOST:PORT or tcp://HOST:PORT"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn syslog_setting_is_a_url_string_and_absent_by_default() {
+        let s: Settings = serde_json::from_str(r#"{"syslog":"udp://10.0.2.2:514"}"#).unwrap();
+        assert_eq!(s.syslog, Some("udp://10.0.2.2:514".parse().unwrap()));
+        assert!(s.validate().is_ok());
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""syslog":"udp://10.0.2.2:514""#), "{json}");
+        let json = serde_json::to_string(&Settings::default()).unwrap();
+        assert!(!json.contains("syslog"), "{json}");
+        let err = serde_json::from_str::<Settings>(r#"{"syslog":"udp:10.0.2.2"}"#).unwrap_err();
+        assert!(err.to_string().contains("udp://HOST:PORT"), "{err}");
+        let err = serde_json::from_str::<Settings>(r#"{"syslog":514}"#).unwrap_err();
+        assert!(err.to_string().contains("string"), "{err}");
     }
 
     #[test]

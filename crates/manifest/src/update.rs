@@ -3,8 +3,8 @@
 //!
 //! Every request to the agent carries
 //! `Authorization: Nodeos-Ed25519 key=<key id>,ts=<unix ms>,nonce=<16 hex>,sig=<128 hex>`,
-//! an ed25519 signature by the update key over [`request_message`]. The
-//! agent answers nothing else.
+//! an ed25519 signature by the update key over [`request_message`], or a
+//! [`ReadToken`] that only reads. The agent answers nothing else.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -260,6 +260,71 @@ impl Authorization {
     }
 }
 
+/// First part of a read token.
+pub const TOKEN_SCHEME: &str = "nodeos-read";
+/// The cookie the status page keeps a read token in.
+pub const TOKEN_COOKIE: &str = "nodeos_token";
+/// The longest a read token may be valid: a year.
+pub const MAX_TOKEN_TTL_S: u64 = 366 * 86_400;
+
+/// A **read token**: the update key's signature over "this key may read
+/// the status, the logs, the metrics and the status page until
+/// `expires_s`". Made offline by `nodeos token`, it lets what cannot sign
+/// each request (Prometheus, a browser) read the agent; it can neither
+/// update nor profile. Text form:
+/// `nodeos-read.<key id>.<expiry unix s>.<16 hex id>.<128 hex signature>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadToken {
+    pub key_id: String,
+    /// Unix seconds after which the agent refuses it.
+    pub expires_s: u64,
+    /// 16 hex digits, random: tells tokens apart in logs.
+    pub id: String,
+    pub signature: [u8; 64],
+}
+
+impl ReadToken {
+    /// What the signature covers.
+    pub fn message(key_id: &str, expires_s: u64, id: &str) -> String {
+        format!("nodeos-token-v1\nread\n{key_id}\n{expires_s}\n{id}")
+    }
+
+    /// Parses the text form; `None` if it is not well-formed.
+    pub fn parse(text: &str) -> Option<ReadToken> {
+        let mut parts = text.trim().split('.');
+        if parts.next()? != TOKEN_SCHEME {
+            return None;
+        }
+        let key_id = parts.next()?;
+        let expires_s = parts.next()?.parse().ok()?;
+        let id = parts.next()?;
+        let signature = from_hex(parts.next()?)?.try_into().ok()?;
+        let hex = |s: &str, len: usize| s.len() == len && from_hex(s).is_some();
+        if parts.next().is_some() || !hex(key_id, 16) || !hex(id, 16) {
+            return None;
+        }
+        Some(ReadToken {
+            key_id: key_id.to_ascii_lowercase(),
+            expires_s,
+            id: id.to_ascii_lowercase(),
+            signature,
+        })
+    }
+}
+
+impl fmt::Display for ReadToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{TOKEN_SCHEME}.{}.{}.{}.{}",
+            self.key_id,
+            self.expires_s,
+            self.id,
+            to_hex(&self.signature)
+        )
+    }
+}
+
 /// `GET /v1/status`: what the appliance runs and how the last update went.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -398,7 +463,9 @@ pub struct SlotInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A short code: `bad_request`, `unauthorized`, `wrong_key`, `not_newer`,
-    /// `busy`, `too_large`, `hash_mismatch`, `not_found`, `io`.
+    /// `busy`, `too_large`, `hash_mismatch`, `not_found`, `read_only` (a
+    /// read token asked to update or profile), `unavailable` (no app to
+    /// profile, or its inspector did not open), `io`.
     pub error: String,
     /// One sentence for people.
     pub reason: String,
@@ -437,6 +504,36 @@ mod tests {
         ] {
             assert!(PublicKey::parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn read_tokens_round_trip_and_reject_junk() {
+        let token = ReadToken {
+            key_id: "0123456789abcdef".into(),
+            expires_s: 1_800_000_000,
+            id: "00112233aabbccdd".into(),
+            signature: [7; 64],
+        };
+        let text = token.to_string();
+        assert!(text.starts_with("nodeos-read.0123456789abcdef.1800000000.00112233aabbccdd."));
+        assert_eq!(ReadToken::parse(&text), Some(token.clone()));
+        assert_eq!(ReadToken::parse(&format!(" {text}\n")), Some(token));
+        for bad in [
+            text.replace("nodeos-read", "nodeos-write"),
+            text.replace(".1800000000.", ".-1."),
+            text.replace("0123456789abcdef", "0123"),
+            text.replace("00112233aabbccdd", "zz112233aabbccdd"),
+            format!("{text}.extra"),
+            text[..text.len() - 2].to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(ReadToken::parse(&bad), None, "{bad}");
+        }
+        assert_ne!(
+            ReadToken::message("k", 1, "a"),
+            request_message("GET", "/", 1, "a", 0),
+            "a token's signature can never pass as a request's"
+        );
     }
 
     #[test]

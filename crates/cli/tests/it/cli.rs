@@ -323,6 +323,10 @@ fn run_with_bad_settings_flags_exits_2_naming_the_flag() {
     assert_run_usage_error(&["--grace", "99999"], &["--grace", "3600"]);
     assert_run_usage_error(&["--grace", "soon"], &["--grace"]);
     assert_run_usage_error(&["--log-format", "xml"], &["--log-format", "json"]);
+    assert_run_usage_error(
+        &["--syslog", "10.0.2.2:514"],
+        &["--syslog", "udp://HOST:PORT"],
+    );
     assert_run_usage_error(&["--stop-timeout", "soon"], &["--stop-timeout"]);
 }
 
@@ -592,4 +596,74 @@ fn keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites_it() {
     assert!(again.stdout.is_empty());
     assert_eq!(std::fs::read(&private).unwrap(), before);
     assert_eq!(std::fs::read_to_string(&public).unwrap().trim_end(), line);
+}
+
+/// `logs`, `profile` and `token` with bad flags: exit 2 naming the flag,
+/// before a key is read or anything is sent.
+#[test]
+fn operate_commands_with_bad_flags_exit_2() {
+    for (args, needle) in [
+        (
+            &["logs", "http://127.0.0.1:1", "--since", "yesterday"][..],
+            "--since",
+        ),
+        (&["logs", "http://127.0.0.1:1", "--tail", "many"], "--tail"),
+        (&["profile", "http://127.0.0.1:1"], "--cpu"),
+        (&["profile", "http://127.0.0.1:1", "--cpu", "0s"], "--cpu"),
+        (
+            &["profile", "http://127.0.0.1:1", "--cpu", "10s", "--heap"],
+            "--heap",
+        ),
+        (&["token", "--ttl", "2y"], "--ttl"),
+        (&["logs", "ftp://127.0.0.1:1"], "http://"),
+    ] {
+        let out = run(nodeos().args(args).env("HOME", "/nonexistent"));
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(needle), "{args:?}:\n{}", stderr(&out));
+    }
+}
+
+/// With a key but nothing listening: `logs` exits 17; `profile` into a
+/// missing directory exits 18 before it connects; `token` signs offline.
+#[test]
+fn operate_commands_without_an_appliance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.pem");
+    assert_exit(&run(nodeos().arg("keygen").arg("--out").arg(&key)), 0);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(nodeos().args(["logs", &url, "--key"]).arg(&key));
+    assert_exit(&out, 17);
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+    let out = run(nodeos()
+        .args(["profile", &url, "--heap", "--key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(tmp.path().join("missing/app.heapsnapshot")));
+    assert_exit(&out, 18);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    let out = run(nodeos()
+        .args(["token", &url, "--ttl", "1h", "--key"])
+        .arg(&key));
+    assert_exit(&out, 0);
+    let link = String::from_utf8(out.stdout).unwrap();
+    let token = link
+        .trim()
+        .strip_prefix(&format!("{url}/?token="))
+        .unwrap_or_else(|| panic!("{link}"));
+    let token = nodeos_manifest::update::ReadToken::parse(token).expect("a read token");
+    let public = nodeos_image::keys::read_public(&tmp.path().join("key.pem.pub")).unwrap();
+    assert_eq!(token.key_id, public.key_id());
+    let message =
+        nodeos_manifest::update::ReadToken::message(&token.key_id, token.expires_s, &token.id);
+    assert!(nodeos_image::keys::verify(
+        &public,
+        message.as_bytes(),
+        &token.signature
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now + 3590..=now + 3610).contains(&token.expires_s));
 }

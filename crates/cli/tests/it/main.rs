@@ -1,5 +1,7 @@
 //! Integration tests of the `nodeos` binary: one test binary, a few kinds.
 //!
+//! * `browser`: a small WebDriver client (headless Chromium through
+//!   chromedriver, 127.0.0.1 only) for tests that look at pages.
 //! * `cli`: runs the binary on bad input; no VM, no network (a local fake
 //!   registry on 127.0.0.1 where one is needed).
 //! * `config`: package.json `"nodeos"` keys that `nodeos build` refuses.
@@ -24,11 +26,15 @@
 //!   with an update and a rollback, the Firecracker directory under
 //!   `qemu -M microvm`, the formats checked by qemu-img, skopeo and umoci,
 //!   and exported twice for identical bytes (VM).
+//! * `operate`: a running appliance observed without a shell: status,
+//!   logs, syslog, metrics, the status page in headless Chromium, CPU and
+//!   heap profiles (VM).
 //!
 //! The VM tests wait for console markers with hard timeouts and print the
 //! guest console when they fail.
 
 mod addons;
+mod browser;
 mod cli;
 mod config;
 mod data;
@@ -37,6 +43,7 @@ mod export;
 mod init;
 mod load_balancer;
 mod npm;
+mod operate;
 mod reproducible;
 mod support;
 mod update;

@@ -24,8 +24,8 @@ use rustix::process::{Pid, Signal, kill_process};
 use crate::support::*;
 
 /// Generous: TCG on a loaded 2-core CI machine.
-const BOOT: Duration = Duration::from_secs(240);
-const STOP: Duration = Duration::from_secs(60);
+pub(crate) const BOOT: Duration = Duration::from_secs(240);
+pub(crate) const STOP: Duration = Duration::from_secs(60);
 
 /// A key pair made by `nodeos keygen`.
 pub(crate) struct Key {
@@ -121,15 +121,15 @@ pub(crate) fn image(
 }
 
 /// The ports and files of one appliance.
-struct Appliance {
-    app: u16,
-    agent: u16,
+pub(crate) struct Appliance {
+    pub(crate) app: u16,
+    pub(crate) agent: u16,
     system: PathBuf,
     data: PathBuf,
 }
 
 impl Appliance {
-    fn new(tmp: &Path) -> Appliance {
+    pub(crate) fn new(tmp: &Path) -> Appliance {
         Appliance {
             app: free_port(),
             agent: free_port(),
@@ -139,7 +139,7 @@ impl Appliance {
     }
 
     /// `nodeos run IMAGE` with both ports forwarded.
-    fn command(&self, image: &Path) -> std::process::Command {
+    pub(crate) fn command(&self, image: &Path) -> std::process::Command {
         let mut cmd = nodeos();
         cmd.arg("run")
             .arg(image)
@@ -158,13 +158,13 @@ impl Appliance {
         NodeosRun::spawn(&mut self.command(image))
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.agent)
     }
 
     /// The version serving on `/`, once it answers.
     #[track_caller]
-    fn version(&self, run: &NodeosRun) -> String {
+    pub(crate) fn version(&self, run: &NodeosRun) -> String {
         let body = http_get_until_ok(self.app, "/", BOOT)
             .unwrap_or_else(|e| panic!("the app never answered: {e}\n{}", run.transcript()));
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -283,7 +283,7 @@ fn now_ms() -> u64 {
 
 /// Waits until the console has a line containing `text`.
 #[track_caller]
-fn wait_console(run: &NodeosRun, text: &str, timeout: Duration) {
+pub(crate) fn wait_console(run: &NodeosRun, text: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !run.stdout().contains(text) {
         assert!(

@@ -10,16 +10,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nodeos_manifest::update::{ErrorBody, STATUS_PATH, UPDATE_PATH};
+use nodeos_manifest::update::{
+    ErrorBody, LOGS_PATH, METRICS_PATH, PAGE_PATH, PROFILE_PATH, STATUS_PATH, TOKEN_COOKIE,
+    UPDATE_PATH,
+};
 use serde::Serialize;
 
+use super::auth::Access;
 use super::http::{self, Body, HEAD_TIMEOUT, HeadError, READ_TIMEOUT, Timed};
 use super::install::{self, Receiving};
-use super::{Shared, UpdateError, auth, now_ms, status};
+use super::{Shared, UpdateError, auth, now_ms, observe};
 use crate::{error_chain, say};
 
-/// Connections served at once; more are closed at once.
-pub const MAX_CONNECTIONS: usize = 4;
+/// Connections served at once; more are closed at once. At most
+/// [`observe::MAX_FOLLOWERS`] of them follow the log.
+pub const MAX_CONNECTIONS: usize = 8;
 /// The longest a connection may last (a large upload on a slow link).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long a refused upload's body is still read (and thrown away), so
@@ -206,16 +211,31 @@ impl Agent {
             content_length: content_length.unwrap_or(0),
         };
         let mut signed = false;
-        let answer = self
-            .shared
-            .verifier
-            .check(&request, now_ms())
-            .and_then(|()| {
-                signed = true;
-                self.dispatch(&stream, &head, content_length, &mut body)
-            });
-        let (status, json, ready) = match answer {
-            Ok(answer) => answer,
+        let answer = self.authenticate(&head, &request).and_then(|access| {
+            signed = access.0 == Access::Full;
+            self.dispatch(&stream, &head, content_length, &mut body, access)
+        });
+        let ready = match answer {
+            Ok(Answer::Json(json)) => {
+                let _ = http::respond(&mut &stream, 200, &json);
+                false
+            }
+            Ok(Answer::Ready(json)) => {
+                let _ = http::respond(&mut &stream, 200, &json);
+                true
+            }
+            Ok(Answer::Whole(whole)) => {
+                let headers: Vec<(&str, String)> = whole.headers;
+                let _ = http::respond_with(
+                    &mut &stream,
+                    whole.status,
+                    whole.content_type,
+                    &headers,
+                    &whole.body,
+                );
+                false
+            }
+            Ok(Answer::Sent) => false,
             Err(e) => {
                 let reason = error_chain(&e);
                 // Only signed refusals: unsigned requests must not be able
@@ -224,10 +244,10 @@ impl Agent {
                 if is_update && signed {
                     say!("update refused: {reason}");
                 }
-                (e.status(), error_json(e.code(), &reason), false)
+                let _ = http::respond(&mut &stream, e.status(), &error_json(e.code(), &reason));
+                false
             }
         };
-        let _ = http::respond(&mut &stream, status, &json);
         if body.remaining() > 0 {
             let time = if signed { LINGER } else { LINGER_UNSIGNED };
             linger(
@@ -241,17 +261,73 @@ impl Agent {
         }
     }
 
-    /// A signed request: its answer (status, JSON, whether an update is ready).
+    /// Who sent the request: signed by the update key ([`Access::Full`]),
+    /// or carrying a read token ([`Access::Read`]) as `Authorization:
+    /// Bearer`, the status page's cookie, or (logging in to the page) its
+    /// `?token=`; with the token's expiry. Anything else is refused.
+    fn authenticate(
+        &self,
+        head: &http::Head,
+        request: &auth::Request<'_>,
+    ) -> Result<(Access, Option<u64>), UpdateError> {
+        let verifier = &self.shared.verifier;
+        let now = now_ms();
+        let token = |text: &str| {
+            verifier
+                .check_token(text, now)
+                .map(|t| (Access::Read, Some(t.expires_s)))
+        };
+        let login = (head.path() == PAGE_PATH)
+            .then(|| head.query("token"))
+            .flatten();
+        if let Some(text) = login {
+            return token(&text);
+        }
+        match request.authorization {
+            Some(value) => match value.strip_prefix(b"Bearer ") {
+                Some(text) => token(&String::from_utf8_lossy(text)),
+                None => verifier.check(request, now).map(|()| (Access::Full, None)),
+            },
+            None => match head.cookie(TOKEN_COOKIE) {
+                Some(text) => token(text),
+                None => verifier.check(request, now).map(|()| (Access::Full, None)),
+            },
+        }
+    }
+
+    /// An authenticated request: its answer.
     fn dispatch(
         &self,
         stream: &TcpStream,
         head: &http::Head,
         content_length: Option<u64>,
         body: &mut Body<Timed<&TcpStream>>,
-    ) -> Result<(u16, Vec<u8>, bool), UpdateError> {
+        (access, token_expires_s): (Access, Option<u64>),
+    ) -> Result<Answer, UpdateError> {
+        let full = |what: &'static str| match access {
+            Access::Full => Ok(()),
+            Access::Read => Err(UpdateError::ReadOnly { what }),
+        };
         match (head.path(), head.method.as_str()) {
-            (STATUS_PATH, "GET") => Ok((200, to_json(&status::status(&self.shared)), false)),
+            (STATUS_PATH, "GET") => Ok(Answer::Json(to_json(&observe::full_status(&self.shared)))),
+            (METRICS_PATH, "GET") => Ok(Answer::Whole(observe::metrics(&self.shared))),
+            (PAGE_PATH, "GET") => Ok(Answer::Whole(observe::page(
+                &self.shared,
+                head,
+                token_expires_s,
+            ))),
+            (LOGS_PATH, "GET") => {
+                let query = observe::LogQuery::parse(head)?;
+                observe::logs(stream, query)?;
+                Ok(Answer::Sent)
+            }
+            (PROFILE_PATH, "POST") => {
+                full("profile the app")?;
+                observe::profile(&self.shared, stream, head)?;
+                Ok(Answer::Sent)
+            }
             (UPDATE_PATH, "POST") => {
+                full("update the appliance")?;
                 if head.header("transfer-encoding").is_some() {
                     return Err(UpdateError::BadRequest(
                         "chunked uploads are not accepted: send the bundle with a Content-Length"
@@ -265,9 +341,13 @@ impl Agent {
                         .map_err(UpdateError::io("cannot answer the client"))?;
                 }
                 let accepted = install::install(&receiving, body, length)?;
-                Ok((200, to_json(&accepted), true))
+                Ok(Answer::Ready(to_json(&accepted)))
             }
-            (path @ (STATUS_PATH | UPDATE_PATH), method) => Err(UpdateError::MethodNotAllowed {
+            (
+                path @ (STATUS_PATH | METRICS_PATH | PAGE_PATH | LOGS_PATH | PROFILE_PATH
+                | UPDATE_PATH),
+                method,
+            ) => Err(UpdateError::MethodNotAllowed {
                 method: method.to_owned(),
                 path: path.to_owned(),
             }),
@@ -276,6 +356,17 @@ impl Agent {
             }),
         }
     }
+}
+
+/// How a request was answered.
+enum Answer {
+    /// `200` with this JSON.
+    Json(Vec<u8>),
+    /// `200` with this JSON, and an update is ready: reboot into it.
+    Ready(Vec<u8>),
+    Whole(observe::Whole),
+    /// Streamed by the route itself.
+    Sent,
 }
 
 /// Answers a request that is not even read as HTTP (`bad_request`).
@@ -326,7 +417,7 @@ mod tests {
 
     use super::*;
     use crate::update::lock;
-    use crate::update::testing::{Fixture, Image, sign_request};
+    use crate::update::testing::{Fixture, Image, read_token, sign_request};
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -399,6 +490,127 @@ mod tests {
         }
         let (status, _) = exchange(agent.addr, b"\x16\x03\x01 not http\r\n\r\n");
         assert_eq!(status, 400);
+    }
+
+    fn with_token(method: &str, target: &str, header: &str) -> Vec<u8> {
+        format!("{method} {target} HTTP/1.1\r\nHost: appliance\r\n{header}\r\n\r\n").into_bytes()
+    }
+
+    #[test]
+    fn a_read_token_reads_and_nothing_more() {
+        let fx = Fixture::new(&Image::new("1.0.0", 1));
+        let agent = start(&fx);
+        let token = read_token(&fx.key, now_ms() / 1000 + 600);
+        let bearer = format!("Authorization: Bearer {token}");
+        let (status, body) = exchange(agent.addr, &with_token("GET", METRICS_PATH, &bearer));
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("nodeos_info{appliance=\"hello\""), "{body}");
+        let (status, body) = exchange(agent.addr, &with_token("GET", STATUS_PATH, &bearer));
+        assert_eq!(status, 200, "{body}");
+        let status: Status = serde_json::from_str(&body).unwrap();
+        assert!(status.system.is_some_and(|s| s.memory_total > 0));
+        // Again: a token is not a one-time nonce.
+        let (status, _) = exchange(agent.addr, &with_token("GET", METRICS_PATH, &bearer));
+        assert_eq!(status, 200);
+        for (method, path, code) in [
+            ("POST", UPDATE_PATH, "read_only"),
+            ("POST", PROFILE_PATH, "read_only"),
+        ] {
+            let (status, body) = exchange(agent.addr, &with_token(method, path, &bearer));
+            assert_eq!((status, error_code(&body).as_str()), (403, code), "{path}");
+        }
+        // Another key's token, a forged one, an expired one: 401 and nothing else.
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        for bad in [
+            read_token(&other, now_ms() / 1000 + 600),
+            token.replacen("nodeos-read.", "nodeos-read.0", 1),
+            read_token(&fx.key, now_ms() / 1000 - 1),
+        ] {
+            for header in [
+                format!("Authorization: Bearer {bad}"),
+                format!("Cookie: nodeos_token={bad}"),
+            ] {
+                let (status, body) =
+                    exchange(agent.addr, &with_token("GET", METRICS_PATH, &header));
+                assert_eq!(
+                    (status, error_code(&body).as_str()),
+                    (401, "unauthorized"),
+                    "{body}"
+                );
+                assert!(
+                    !body.contains("nodeos_info") && !body.contains("1.0.0"),
+                    "{body}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_status_page_logs_in_by_link_then_by_cookie() {
+        let fx = Fixture::new(&Image::new("1.0.0", 1));
+        let agent = start(&fx);
+        let token = read_token(&fx.key, now_ms() / 1000 + 600);
+        let answer = |request: &[u8]| {
+            let mut conn = TcpStream::connect(agent.addr).unwrap();
+            conn.write_all(request).unwrap();
+            let mut text = String::new();
+            conn.read_to_string(&mut text).unwrap();
+            text
+        };
+        let login = answer(&with_token("GET", &format!("/?token={token}"), "X: y"));
+        assert!(login.starts_with("HTTP/1.1 303 "), "{login}");
+        assert!(login.contains("\r\nLocation: /\r\n"), "{login}");
+        assert!(
+            login.contains(&format!(
+                "Set-Cookie: nodeos_token={token}; Path=/; Max-Age="
+            )),
+            "{login}"
+        );
+        assert!(login.contains("HttpOnly; SameSite=Strict"), "{login}");
+        let page = answer(&with_token(
+            "GET",
+            "/",
+            &format!("Cookie: nodeos_token={token}"),
+        ));
+        assert!(page.starts_with("HTTP/1.1 200 "), "{page}");
+        assert!(page.contains("Content-Type: text/html"), "{page}");
+        assert!(
+            page.contains("Content-Security-Policy: default-src 'none'"),
+            "{page}"
+        );
+        assert!(page.contains("<title>") && page.contains("hello"), "{page}");
+        let bad = answer(&with_token("GET", "/?token=nodeos-read.junk", "X: y"));
+        assert!(
+            bad.starts_with("HTTP/1.1 401 ") && !bad.contains("Set-Cookie"),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn the_log_is_sent_as_json_lines_in_chunks() {
+        let fx = Fixture::new(&Image::new("1.0.0", 1));
+        let agent = start(&fx);
+        crate::say!("a line for the log endpoint");
+        let target = format!("{LOGS_PATH}?tail=5");
+        let mut conn = TcpStream::connect(agent.addr).unwrap();
+        conn.write_all(&signed(&fx, "GET", &target, b"")).unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+        assert!(
+            text.ends_with("\r\n0\r\n\r\n"),
+            "the last chunk ends it: {text}"
+        );
+        assert!(
+            text.contains(r#""message":"a line for the log endpoint""#),
+            "{text}"
+        );
+        let (status, body) = exchange(
+            agent.addr,
+            &signed(&fx, "GET", &format!("{LOGS_PATH}?tail=x"), b""),
+        );
+        assert_eq!((status, error_code(&body).as_str()), (400, "bad_request"));
     }
 
     #[test]

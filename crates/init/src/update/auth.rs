@@ -3,13 +3,17 @@
 //! signature by the update key over [`request_message`]. It is checked
 //! before any body byte is read; a request that fails gets nothing but the
 //! refusal.
+//!
+//! What cannot sign each request (Prometheus, a browser) may carry a read
+//! token instead ([`ReadToken`], made by `nodeos token`): it grants
+//! [`Access::Read`] only, until it expires.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use nodeos_manifest::update::{
-    AUTH_SCHEME, Authorization, MAX_CLOCK_SKEW_MS, PublicKey, request_message,
+    AUTH_SCHEME, Authorization, MAX_CLOCK_SKEW_MS, PublicKey, ReadToken, request_message,
 };
 
 use super::{UpdateError, lock};
@@ -27,6 +31,15 @@ pub(crate) struct Request<'a> {
     pub path: &'a str,
     /// The `Content-Length` header's value, 0 without one.
     pub content_length: u64,
+}
+
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Signed by the update key: everything.
+    Full,
+    /// A read token: the status, the logs, the metrics, the status page.
+    Read,
 }
 
 /// The update key and the nonces seen lately.
@@ -57,6 +70,37 @@ impl Verifier {
         self.key
             .verify_strict(message, &Signature::from_bytes(signature))
             .is_ok()
+    }
+
+    /// Checks a read token at `now_ms`: well-formed, this key's, signed by
+    /// it, not expired. Every failure is a 401.
+    pub fn check_token(&self, text: &str, now_ms: u64) -> Result<ReadToken, UpdateError> {
+        let token = ReadToken::parse(text).ok_or_else(|| {
+            UpdateError::Unauthorized(
+                "the read token is not valid: make one with `nodeos token`".into(),
+            )
+        })?;
+        if token.key_id != self.key_id {
+            return Err(UpdateError::Unauthorized(format!(
+                "the read token is for key {}, but this appliance trusts key {}",
+                token.key_id, self.key_id
+            )));
+        }
+        let message = ReadToken::message(&token.key_id, token.expires_s, &token.id);
+        if !self.verifies(message.as_bytes(), &token.signature) {
+            return Err(UpdateError::Unauthorized(format!(
+                "the read token's signature does not verify with key {}",
+                self.key_id
+            )));
+        }
+        if now_ms / 1000 >= token.expires_s {
+            return Err(UpdateError::Unauthorized(format!(
+                "the read token {} expired {} s ago: make a new one with `nodeos token`",
+                token.id,
+                now_ms / 1000 - token.expires_s
+            )));
+        }
+        Ok(token)
     }
 
     /// Checks a request's signature at `now_ms` (the guest's clock), in
@@ -128,7 +172,7 @@ mod tests {
     use ed25519_dalek::SigningKey;
 
     use super::*;
-    use crate::update::testing::{public_key, sign_request};
+    use crate::update::testing::{public_key, read_token, sign_request};
 
     const NOW: u64 = 1_795_705_201_123;
 
@@ -245,6 +289,34 @@ mod tests {
         // Nonce 0 fell out of the window; nonce 2 is still in it.
         v.check(&request(&signed(1, NOW, 0)), NOW).unwrap();
         assert!(v.check(&request(&signed(1, NOW, 2)), NOW).is_err());
+    }
+
+    fn token(key: u8, expires_s: u64) -> String {
+        read_token(&SigningKey::from_bytes(&[key; 32]), expires_s)
+    }
+
+    #[test]
+    fn read_tokens_are_checked_for_key_signature_and_expiry() {
+        let v = verifier();
+        let valid = token(1, NOW / 1000 + 60);
+        assert_eq!(v.check_token(&valid, NOW).unwrap().id, "0011223344556677");
+        // Tokens are not one-time: a browser sends its cookie again and again.
+        v.check_token(&valid, NOW).unwrap();
+        let forged = {
+            let mut t = ReadToken::parse(&valid).unwrap();
+            t.expires_s += 3600;
+            t.to_string()
+        };
+        for (bad, says) in [
+            (token(1, NOW / 1000), "expired 0 s ago"),
+            (token(2, NOW / 1000 + 60), "is for key"),
+            (forged, "does not verify"),
+            ("Bearer abc".into(), "not valid"),
+        ] {
+            let err = v.check_token(&bad, NOW).unwrap_err();
+            assert_eq!((err.status(), err.code()), (401, "unauthorized"), "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Just enough HTTP/1.1 for the agent: one request per connection, a head
 //! of at most [`MAX_HEAD`] bytes parsed with httparse, a body of exactly
-//! `Content-Length` bytes, and JSON answers with `Connection: close`.
+//! `Content-Length` bytes, and answers with `Connection: close`: whole
+//! ones with a `Content-Length`, or streamed in chunks ([`Chunked`]).
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -64,6 +65,25 @@ impl Head {
                     String::from_utf8_lossy(value)
                 )
             })
+    }
+
+    /// The value of query parameter `name`, percent-decoded; `None` if it
+    /// is absent or not UTF-8 after decoding.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let (_, query) = self.target.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (n == name).then(|| percent_decode(v))?
+        })
+    }
+
+    /// The value of cookie `name`, if the request carries it.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        let cookies = std::str::from_utf8(self.header("cookie")?).ok()?;
+        cookies.split(';').find_map(|c| {
+            let (n, v) = c.trim().split_once('=')?;
+            (n == name).then_some(v)
+        })
     }
 
     /// Whether the client waits for `100 Continue` before sending the body.
@@ -216,17 +236,97 @@ impl<R: Read> Read for Body<R> {
     }
 }
 
+/// `%XX` and `+` decoded; `None` if the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Writes a whole answer with a JSON body.
 pub(crate) fn respond(out: &mut impl Write, status: u16, json: &[u8]) -> io::Result<()> {
-    let mut answer = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        reason(status),
-        json.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(json);
+    respond_with(out, status, "application/json", &[], json)
+}
+
+/// Writes a whole answer: `content_type`, `headers` (name, value) and `body`.
+pub(crate) fn respond_with(
+    out: &mut impl Write,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut answer = head(status, content_type, headers);
+    answer.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut answer = answer.into_bytes();
+    answer.extend_from_slice(body);
     out.write_all(&answer)?;
     out.flush()
+}
+
+/// The status line and headers of an answer, without the blank line.
+fn head(status: u16, content_type: &str, headers: &[(&str, String)]) -> String {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        reason(status)
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head
+}
+
+/// A `200` answer sent in chunks as it is made (a log being followed, a
+/// heap snapshot). Only [`Chunked::finish`] sends the last chunk, so a
+/// client can tell a whole answer from one cut short by an error.
+pub(crate) struct Chunked<W: Write> {
+    out: W,
+}
+
+impl<W: Write> Chunked<W> {
+    /// Sends the head.
+    pub fn start(mut out: W, content_type: &str) -> io::Result<Self> {
+        let mut head = head(200, content_type, &[]);
+        head.push_str("Transfer-Encoding: chunked\r\n\r\n");
+        out.write_all(head.as_bytes())?;
+        out.flush()?;
+        Ok(Chunked { out })
+    }
+
+    /// Sends `data` as one chunk (nothing for empty data: an empty chunk
+    /// would end the answer).
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(b"\r\n");
+        self.out.write_all(&chunk)?;
+        self.out.flush()
+    }
+
+    /// Sends the last chunk: the answer is whole.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.out.write_all(b"0\r\n\r\n")?;
+        self.out.flush()
+    }
 }
 
 /// Tells a client that sent `Expect: 100-continue` to send the body.
@@ -238,6 +338,7 @@ pub(crate) fn continue_100(out: &mut impl Write) -> io::Result<()> {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -248,6 +349,7 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }
@@ -297,6 +399,34 @@ mod tests {
         assert!(bad.content_length().is_err());
         let (none, _) = head(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(none.content_length(), Ok(None));
+    }
+
+    #[test]
+    fn query_parameters_and_cookies() {
+        let (h, _) = head(
+            b"GET /v1/logs?since=5&tail=&x=a%20b+c%2F&bad=%ff HTTP/1.1\r\nCookie: a=1; nodeos_token=t.o.k\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.query("since").as_deref(), Some("5"));
+        assert_eq!(h.query("tail").as_deref(), Some(""));
+        assert_eq!(h.query("x").as_deref(), Some("a b c/"));
+        assert_eq!(h.query("bad"), None, "not UTF-8");
+        assert_eq!(h.query("follow"), None);
+        assert_eq!(h.cookie("nodeos_token"), Some("t.o.k"));
+        assert_eq!(h.cookie("b"), None);
+    }
+
+    #[test]
+    fn chunked_answers_end_only_when_finished() {
+        let mut out = Vec::new();
+        let mut chunked = Chunked::start(&mut out, "application/x-ndjson").unwrap();
+        chunked.send(b"hello\n").unwrap();
+        chunked.send(b"").unwrap();
+        chunked.send(&[b'x'; 20]).unwrap();
+        chunked.finish().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Transfer-Encoding: chunked\r\n\r\n6\r\nhello\n\r\n14\r\n"));
+        assert!(text.ends_with(&format!("{}\r\n0\r\n\r\n", "x".repeat(20))));
     }
 
     #[test]

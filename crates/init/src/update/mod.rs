@@ -21,6 +21,8 @@ mod auth;
 pub mod esp;
 mod http;
 mod install;
+mod metrics;
+mod observe;
 mod partitions;
 mod status;
 mod store;
@@ -34,7 +36,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 
 use nodeos_manifest::slots::{NO_VERDICT, Part, SLOT_META_LEN, Slot, SlotMeta, SlotStatus};
-use nodeos_manifest::update::{AppStatus, PublicKey, STATUS_PATH, UPDATE_PATH};
+use nodeos_manifest::update::{
+    AppStatus, LOGS_PATH, METRICS_PATH, PAGE_PATH, PROFILE_PATH, PublicKey, STATUS_PATH,
+    UPDATE_PATH,
+};
 
 pub use agent::start_agent;
 pub use partitions::Partitions;
@@ -205,8 +210,14 @@ pub enum UpdateError {
     WrongKey { theirs: String, ours: String },
     #[error("the request was replayed: nonce {nonce} was used before")]
     Replayed { nonce: String },
-    #[error("no such path {path}: the agent serves {STATUS_PATH} and {UPDATE_PATH}")]
+    #[error(
+        "no such path {path}: the agent serves {STATUS_PATH}, {LOGS_PATH}, {METRICS_PATH}, {PAGE_PATH} (the status page), {PROFILE_PATH} and {UPDATE_PATH}"
+    )]
     NotFound { path: String },
+    #[error("a read token cannot {what}: sign the request with the update key")]
+    ReadOnly { what: &'static str },
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{path} does not take {method}")]
     MethodNotAllowed { method: String, path: String },
     #[error("an update needs a Content-Length header")]
@@ -256,7 +267,9 @@ impl UpdateError {
         match self {
             UpdateError::BadRequest(_) | UpdateError::WrongAppliance { .. } => 400,
             UpdateError::Unauthorized(_) | UpdateError::Replayed { .. } => 401,
-            UpdateError::WrongKey { .. } | UpdateError::BadSignature { .. } => 403,
+            UpdateError::WrongKey { .. }
+            | UpdateError::BadSignature { .. }
+            | UpdateError::ReadOnly { .. } => 403,
             UpdateError::NotFound { .. } => 404,
             UpdateError::MethodNotAllowed { .. } => 405,
             UpdateError::LengthRequired => 411,
@@ -272,6 +285,7 @@ impl UpdateError {
             | UpdateError::NotActive { .. }
             | UpdateError::Key { .. }
             | UpdateError::Io { .. } => 500,
+            UpdateError::Unavailable(_) => 503,
         }
     }
 
@@ -283,6 +297,8 @@ impl UpdateError {
             UpdateError::WrongKey { .. } => "wrong_key",
             UpdateError::Replayed { .. } => "replayed",
             UpdateError::NotFound { .. } => "not_found",
+            UpdateError::ReadOnly { .. } => "read_only",
+            UpdateError::Unavailable(_) => "unavailable",
             UpdateError::MethodNotAllowed { .. } => "method_not_allowed",
             UpdateError::LengthRequired => "length_required",
             UpdateError::Busy(_) => "busy",

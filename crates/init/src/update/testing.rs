@@ -61,6 +61,20 @@ pub fn public_key(key: &SigningKey) -> PublicKey {
 }
 
 /// The `Authorization` header value of a request signed by `key`.
+/// A read token of `key` valid until `expires_s`.
+pub fn read_token(key: &SigningKey, expires_s: u64) -> String {
+    let key_id = public_key(key).key_id();
+    let id = "0011223344556677";
+    let message = nodeos_manifest::update::ReadToken::message(&key_id, expires_s, id);
+    nodeos_manifest::update::ReadToken {
+        key_id,
+        expires_s,
+        id: id.into(),
+        signature: ed25519_dalek::Signer::sign(key, message.as_bytes()).to_bytes(),
+    }
+    .to_string()
+}
+
 pub fn sign_request(
     key: &SigningKey,
     method: &str,

@@ -1,0 +1,245 @@
+//! `nodeos logs URL`: the app's and init's log lines from a running
+//! appliance's log ring, and with `--follow` the new ones as they come,
+//! across reboots (an update) until Ctrl-C. Lines are the command's data:
+//! stdout.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nodeos_manifest::LogFormat;
+use nodeos_manifest::console::{Record, parse_rfc3339_millis};
+use nodeos_manifest::update::LOGS_PATH;
+
+use crate::agent_client::{AgentError, Client, Endpoint, printable};
+use crate::exit::Exit;
+use crate::ui::Ui;
+
+/// How long a followed log may be gone (the appliance rebooting into an
+/// update) before `logs --follow` gives up.
+const RECONNECT_FOR: Duration = Duration::from_secs(300);
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The appliance's update agent: http://HOST:PORT (port default 7070).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Keep printing new lines as they are logged (until Ctrl-C).
+    #[arg(short, long)]
+    follow: bool,
+    /// Only lines since then: a duration back from now (30s, 10m, 2h, 1d)
+    /// or a time (2026-11-27T10:00:00Z).
+    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    since: Option<Since>,
+    /// Only the last N lines (before following).
+    #[arg(short = 'n', long, value_name = "N")]
+    tail: Option<u64>,
+    /// Print each line as the guest's JSON log record.
+    #[arg(long)]
+    json: bool,
+    /// The private key that signs the request [default:
+    /// $XDG_CONFIG_HOME/nodeos/update-key.pem, else
+    /// ~/.config/nodeos/update-key.pem].
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+/// `--since`: how far back, or from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Since {
+    Ago(Duration),
+    UnixMs(u64),
+}
+
+fn parse_since(text: &str) -> Result<Since, String> {
+    // With or without milliseconds.
+    let with_ms = match text.strip_suffix('Z') {
+        Some(whole) if text.len() == 20 => format!("{whole}.000Z"),
+        _ => text.to_owned(),
+    };
+    if let Some(ms) = parse_rfc3339_millis(&with_ms) {
+        return Ok(Since::UnixMs(ms));
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if scale > 0 && !number.is_empty() => {
+            Ok(Since::Ago(Duration::from_millis(n.saturating_mul(scale))))
+        }
+        _ => Err(
+            "give a duration back from now (30s, 10m, 2h, 1d) or a UTC time (2026-11-27T10:00:00Z)"
+                .into(),
+        ),
+    }
+}
+
+pub fn run(args: LogsArgs, ui: &Ui) -> anyhow::Result<Exit> {
+    let endpoint = Endpoint::parse(&args.url)?;
+    let (key, _) = crate::agent_client::signing_key(args.key)?;
+    let client = Client::new(endpoint, key);
+    let since_ms = match args.since {
+        None => 0,
+        Some(Since::UnixMs(ms)) => ms,
+        Some(Since::Ago(ago)) => now_ms().saturating_sub(ago.as_millis() as u64),
+    };
+    let mut printer = Printer {
+        json: args.json,
+        partial: Vec::new(),
+        last_ms: None,
+    };
+    let mut tail = args.tail;
+    let mut gone_since: Option<Instant> = None;
+    loop {
+        // After a reconnection: only what was logged after the last line.
+        let from = printer.last_ms.map_or(since_ms, |ms| ms + 1);
+        let mut target = format!("{LOGS_PATH}?since={from}");
+        if let Some(n) = tail {
+            target.push_str(&format!("&tail={n}"));
+        }
+        if args.follow {
+            target.push_str("&follow=1");
+        }
+        let timeout = if args.follow {
+            // The agent sends an empty line every 15 s.
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(30)
+        };
+        let result = client.stream("GET", &target, timeout, &mut |data| printer.feed(data));
+        printer.flush_partial();
+        match result {
+            Ok(()) if !args.follow => return Ok(Exit::Success),
+            Ok(()) => {}
+            Err(e) if !args.follow || e.refused() => return Err(e.into()),
+            Err(AgentError::Broken { source, .. })
+                if source.kind() == io::ErrorKind::BrokenPipe =>
+            {
+                // stdout closed (`| head`): done.
+                return Ok(Exit::Success);
+            }
+            Err(e) => {
+                let since = *gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "the appliance was gone for over {} s",
+                        RECONNECT_FOR.as_secs()
+                    )));
+                }
+                if since.elapsed() < Duration::from_millis(100) {
+                    ui.note(&format!(
+                        "{}; reconnecting (the appliance may be rebooting)",
+                        crate::format_chain(&anyhow::Error::new(e))
+                    ));
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                tail = None;
+                continue;
+            }
+        }
+        gone_since = None;
+        tail = None;
+    }
+}
+
+/// Prints whole records as they arrive in pieces.
+struct Printer {
+    json: bool,
+    /// A line not yet ended by a newline.
+    partial: Vec<u8>,
+    /// Time of the last record printed.
+    last_ms: Option<u64>,
+}
+
+impl Printer {
+    fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        self.partial.extend_from_slice(data);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let whole: Vec<u8> = self.partial.drain(..=end).collect();
+        let mut out = io::stdout().lock();
+        for line in String::from_utf8_lossy(&whole).lines() {
+            self.print(&mut out, line)?;
+        }
+        out.flush()
+    }
+
+    fn flush_partial(&mut self) {
+        // A record cut short by a broken connection is dropped: it comes
+        // again after the reconnection, or never was whole.
+        self.partial.clear();
+    }
+
+    fn print(&mut self, out: &mut impl Write, line: &str) -> io::Result<()> {
+        if line.trim().is_empty() {
+            return Ok(()); // a keep-alive
+        }
+        match Record::parse(line) {
+            Some(record) => {
+                self.last_ms = Some(record.unix_ms);
+                if self.json {
+                    writeln!(out, "{}", record.format(LogFormat::Json))
+                } else {
+                    writeln!(out, "{}", printable(&record.format(LogFormat::Text)))
+                }
+            }
+            None => writeln!(out, "{}", printable(line)),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        assert_eq!(parse_since("30s"), Ok(Since::Ago(Duration::from_secs(30))));
+        assert_eq!(parse_since("10m"), Ok(Since::Ago(Duration::from_secs(600))));
+        assert_eq!(parse_since("2h"), Ok(Since::Ago(Duration::from_secs(7200))));
+        assert_eq!(
+            parse_since("1d"),
+            Ok(Since::Ago(Duration::from_secs(86_400)))
+        );
+        let at = Ok(Since::UnixMs(1_795_773_600_000));
+        assert_eq!(parse_since("2026-11-27T10:00:00.000Z"), at);
+        assert_eq!(parse_since("2026-11-27T10:00:00Z"), at);
+        for bad in ["", "10", "m", "10 m", "-5s", "yesterday"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_are_printed_whole_whatever_the_pieces() {
+        let mut printer = Printer {
+            json: false,
+            partial: Vec::new(),
+            last_ms: None,
+        };
+        let line = r#"{"time":"2026-11-27T10:00:00.000Z","source":"app","generation":1,"stream":"stdout","message":"hi"}"#;
+        let mut out = Vec::new();
+        printer.print(&mut out, line).unwrap();
+        printer.print(&mut out, "").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-11-27T10:00:00.000Z app[1] out: hi\n"
+        );
+        assert_eq!(printer.last_ms, Some(1_795_773_600_000));
+    }
+}
