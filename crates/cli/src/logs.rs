@@ -96,6 +96,7 @@ pub fn run(args: LogsArgs, ui: &Ui) -> anyhow::Result<Exit> {
         json: args.json,
         partial: Vec::new(),
         last_ms: None,
+        received: 0,
     };
     let mut tail = args.tail;
     let mut gone_since: Option<Instant> = None;
@@ -115,18 +116,24 @@ pub fn run(args: LogsArgs, ui: &Ui) -> anyhow::Result<Exit> {
         } else {
             Duration::from_secs(30)
         };
+        let received = printer.received;
         let result = client.stream("GET", &target, timeout, &mut |data| printer.feed(data));
         printer.flush_partial();
+        if printer.received > received {
+            // It was back: an outage counts from its own start.
+            gone_since = None;
+        }
         match result {
             Ok(()) if !args.follow => return Ok(Exit::Success),
-            Ok(()) => {}
-            Err(e) if !args.follow || e.refused() => return Err(e.into()),
             Err(AgentError::Broken { source, .. })
                 if source.kind() == io::ErrorKind::BrokenPipe =>
             {
                 // stdout closed (`| head`): done.
                 return Ok(Exit::Success);
             }
+            Err(e) if !args.follow || e.refused() => return Err(e.into()),
+            // The agent ended a followed log (it is shutting down): again.
+            Ok(()) => std::thread::sleep(Duration::from_secs(1)),
             Err(e) => {
                 let since = *gone_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > RECONNECT_FOR {
@@ -158,10 +165,13 @@ struct Printer {
     partial: Vec<u8>,
     /// Time of the last record printed.
     last_ms: Option<u64>,
+    /// Bytes received so far.
+    received: u64,
 }
 
 impl Printer {
     fn feed(&mut self, data: &[u8]) -> io::Result<()> {
+        self.received += data.len() as u64;
         self.partial.extend_from_slice(data);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
             return Ok(());
@@ -231,6 +241,7 @@ mod tests {
             json: false,
             partial: Vec::new(),
             last_ms: None,
+            received: 0,
         };
         let line = r#"{"time":"2026-11-27T10:00:00.000Z","source":"app","generation":1,"stream":"stdout","message":"hi"}"#;
         let mut out = Vec::new();

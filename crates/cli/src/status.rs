@@ -116,10 +116,11 @@ fn system_rows(sys: &SystemStatus, row: &mut impl FnMut(&str, String)) {
     row(
         "memory",
         format!(
-            "{} available of {}; app {} resident",
+            "{} available of {}; app {}, init {} resident",
             bytes(sys.memory_available),
             bytes(sys.memory_total),
-            bytes(sys.app_rss)
+            bytes(sys.app_rss),
+            bytes(sys.init_rss)
         ),
     );
     row(

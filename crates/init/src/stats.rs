@@ -41,6 +41,7 @@ pub fn system(app: Option<i32>) -> SystemStatus {
         memory_total: memory.map_or(0, |m| m.total_kib * 1024),
         memory_available: memory.map_or(0, |m| m.available_kib * 1024),
         app_rss: app_use.rss_bytes,
+        init_rss: parse_vm_rss(&read("/proc/self/status")).unwrap_or(0),
         cpu_ms: parse_cpu_ms(&read("/proc/stat"), ticks).unwrap_or(0),
         app_cpu_ms: app_use.cpu_ms,
         oom_kills: crate::supervise::oom_kills().unwrap_or(0),
@@ -58,6 +59,19 @@ pub fn system(app: Option<i32>) -> SystemStatus {
 fn parse_uptime_ms(text: &str) -> Option<u64> {
     let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
     Some((secs * 1000.0) as u64)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status`, bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Busy CPU time of all CPUs from the `cpu` line of `/proc/stat`: every
@@ -204,6 +218,8 @@ mod tests {
     fn uptime_and_cpu_lines_parse() {
         assert_eq!(parse_uptime_ms("12.34 40.00\n"), Some(12_340));
         assert_eq!(parse_uptime_ms(""), None);
+        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t    1300 kB\n"), Some(1300 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         let stat = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 100 5 50 1000 20 3 2 0 0 0\nintr 1\n";
         // user + nice + system + irq + softirq + steal = 160 ticks.
         assert_eq!(parse_cpu_ms(stat, 100), Some(1600));
@@ -255,6 +271,7 @@ mod tests {
         assert!(status.memory_total > status.memory_available && status.memory_available > 0);
         assert!(status.cpu_ms > 0);
         assert!(status.app_rss > 0, "this test process has resident pages");
+        assert!(status.init_rss > 0);
         assert!(status.boot_unix_ms > 1_600_000_000_000);
         assert!(status.network.iter().all(|n| n.name != "lo"));
     }

@@ -370,6 +370,9 @@ pub struct SystemStatus {
     pub memory_available: u64,
     /// Resident memory of the app's processes, bytes.
     pub app_rss: u64,
+    /// Resident memory of init (PID 1, with the agent), bytes.
+    #[serde(default)]
+    pub init_rss: u64,
     /// CPU time of the whole guest (user + system + …, not idle), milliseconds.
     pub cpu_ms: u64,
     /// CPU time of the app's processes (and their reaped children), milliseconds.

@@ -225,12 +225,11 @@ impl Agent {
                 true
             }
             Ok(Answer::Whole(whole)) => {
-                let headers: Vec<(&str, String)> = whole.headers;
                 let _ = http::respond_with(
                     &mut &stream,
                     whole.status,
                     whole.content_type,
-                    &headers,
+                    &whole.headers,
                     &whole.body,
                 );
                 false

@@ -127,6 +127,12 @@ pub(crate) fn render(status: &Status) -> String {
             "Resident memory of the app's processes.",
             sys.app_rss,
         );
+        m.one(
+            "nodeos_init_resident_bytes",
+            "gauge",
+            "Resident memory of nodeos-init (PID 1 and its agent).",
+            sys.init_rss,
+        );
         m.seconds(
             "nodeos_cpu_seconds_total",
             "counter",
@@ -322,6 +328,7 @@ mod tests {
             memory_total: 100,
             memory_available: 60,
             app_rss: 30,
+            init_rss: 20,
             cpu_ms: 5005,
             app_cpu_ms: 4000,
             oom_kills: 1,

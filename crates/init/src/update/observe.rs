@@ -22,8 +22,6 @@ pub(crate) const MAX_FOLLOWERS: usize = 4;
 /// A follower hears at least this often (an empty line), so that a
 /// client that went away is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(15);
-/// Log lines on the status page.
-pub(crate) const PAGE_LINES: usize = 100;
 /// The status page reloads itself this often, seconds.
 const PAGE_REFRESH_S: u32 = 5;
 /// Longest CPU profile.
@@ -88,7 +86,7 @@ pub(crate) fn page(shared: &Shared, head: &Head, token_expires_s: Option<u64>) -
         };
     }
     let status = full_status(shared);
-    let records: Vec<Record> = log::with_ring(|ring| last(ring, PAGE_LINES).cloned().collect());
+    let records: Vec<Record> = log::with_ring(|ring| last(ring, crate::page::LOG_LINES).cloned().collect());
     Whole {
         status: 200,
         content_type: "text/html; charset=utf-8",
