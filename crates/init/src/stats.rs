@@ -218,7 +218,10 @@ mod tests {
     fn uptime_and_cpu_lines_parse() {
         assert_eq!(parse_uptime_ms("12.34 40.00\n"), Some(12_340));
         assert_eq!(parse_uptime_ms(""), None);
-        assert_eq!(parse_vm_rss("Name:\tx\nVmRSS:\t    1300 kB\n"), Some(1300 * 1024));
+        assert_eq!(
+            parse_vm_rss("Name:\tx\nVmRSS:\t    1300 kB\n"),
+            Some(1300 * 1024)
+        );
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         let stat = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 100 5 50 1000 20 3 2 0 0 0\nintr 1\n";
         // user + nice + system + irq + softirq + steal = 160 ticks.

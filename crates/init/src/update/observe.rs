@@ -86,7 +86,8 @@ pub(crate) fn page(shared: &Shared, head: &Head, token_expires_s: Option<u64>) -
         };
     }
     let status = full_status(shared);
-    let records: Vec<Record> = log::with_ring(|ring| last(ring, crate::page::LOG_LINES).cloned().collect());
+    let records: Vec<Record> =
+        log::with_ring(|ring| last(ring, crate::page::LOG_LINES).cloned().collect());
     Whole {
         status: 200,
         content_type: "text/html; charset=utf-8",
