@@ -621,6 +621,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn chunked_answers_are_decoded_and_a_cut_one_is_an_error() {
+        let mut got = Vec::new();
+        let whole = b"5\r\nhello\r\n7;ext=1\r\n world!\r\n0\r\n\r\n";
+        read_chunks(&mut &whole[..], &mut |d| {
+            got.extend_from_slice(d);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, b"hello world!");
+        for cut in [&b"5\r\nhello\r\n"[..], b"5\r\nhel", b"", b"zz\r\n"] {
+            let err = read_chunks(&mut &cut[..], &mut |_| Ok(())).unwrap_err();
+            assert!(
+                err.to_string().contains("cut short") || err.to_string().contains("chunk size"),
+                "{err}"
+            );
+        }
+        let head =
+            read_head(&mut &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]).unwrap();
+        assert!(head.chunked && head.status == 200 && head.content_length.is_none());
+    }
+
+    #[test]
     fn urls_are_plain_http_host_and_port() {
         let ok = |url: &str| Endpoint::parse(url).unwrap();
         assert_eq!(

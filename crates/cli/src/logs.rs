@@ -60,23 +60,9 @@ fn parse_since(text: &str) -> Result<Since, String> {
     if let Some(ms) = parse_rfc3339_millis(&with_ms) {
         return Ok(Since::UnixMs(ms));
     }
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => 0,
-    };
-    match number.parse::<u64>() {
-        Ok(n) if scale > 0 && !number.is_empty() => {
-            Ok(Since::Ago(Duration::from_millis(n.saturating_mul(scale))))
-        }
-        _ => Err(
+    match crate::duration::parse(text) {
+        Some(ago) => Ok(Since::Ago(ago)),
+        None => Err(
             "give a duration back from now (30s, 10m, 2h, 1d) or a UTC time (2026-11-27T10:00:00Z)"
                 .into(),
         ),

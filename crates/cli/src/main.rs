@@ -8,6 +8,7 @@
 mod agent_client;
 mod build;
 mod deploy;
+mod duration;
 mod envfile;
 mod exit;
 mod export;

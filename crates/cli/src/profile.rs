@@ -43,19 +43,16 @@ pub struct ProfileArgs {
 }
 
 fn parse_seconds(text: &str) -> Result<u64, String> {
-    let (number, scale) = match text.strip_suffix('s') {
-        Some(n) => (n, 1),
-        None => match text.strip_suffix('m') {
-            Some(n) => (n, 60),
-            None => (text, 1),
-        },
+    // A bare number is seconds.
+    let with_unit = if text.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{text}s")
+    } else {
+        text.to_owned()
     };
-    number
-        .parse::<u64>()
-        .ok()
-        .map(|n| n.saturating_mul(scale))
-        .filter(|s| (1..=MAX_CPU_S).contains(s))
-        .ok_or_else(|| format!("give a duration from 1s to {MAX_CPU_S}s: 10s, 30s, 1m"))
+    crate::duration::parse(&with_unit)
+        .filter(|d| d.subsec_nanos() == 0 && (1..=MAX_CPU_S).contains(&d.as_secs()))
+        .map(|d| d.as_secs())
+        .ok_or_else(|| format!("give whole seconds from 1s to {MAX_CPU_S}s: 10s, 30s, 1m"))
 }
 
 pub fn run(args: ProfileArgs, ui: &Ui) -> anyhow::Result<Exit> {

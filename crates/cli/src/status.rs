@@ -8,6 +8,7 @@ use nodeos_manifest::slots::{Slot, SlotStatus};
 use nodeos_manifest::update::{Status, SystemStatus};
 
 use crate::agent_client::{Client, Endpoint, printable};
+use crate::deploy::human_bytes as bytes;
 use crate::exit::Exit;
 use crate::ui::Ui;
 
@@ -170,21 +171,6 @@ fn system_rows(sys: &SystemStatus, row: &mut impl FnMut(&str, String)) {
     row("log", log);
 }
 
-/// `512 B`, `3.4 KiB`, `120.0 MiB`, `1.5 GiB`.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// `45 s`, `12 min 5 s`, `3 h 02 min`, `4 d 7 h`.
 fn duration(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
@@ -206,13 +192,5 @@ mod tests {
         assert_eq!(duration(725), "12 min 5 s");
         assert_eq!(duration(3 * 3600 + 120), "3 h 02 min");
         assert_eq!(duration(4 * 86_400 + 7 * 3600 + 59), "4 d 7 h");
-    }
-
-    #[test]
-    fn sizes_read_well() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(3 * 1024 + 400), "3.4 KiB");
-        assert_eq!(bytes(120 << 20), "120.0 MiB");
-        assert_eq!(bytes(3 << 29), "1.5 GiB");
     }
 }

@@ -30,26 +30,14 @@ pub struct TokenArgs {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit {
-        "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match number.parse::<u64>() {
-        Ok(n) if n > 0 && scale > 0 && n.saturating_mul(scale) <= MAX_TOKEN_TTL_S => {
-            Ok(Duration::from_secs(n * scale))
-        }
-        _ => Err(format!(
-            "give a duration from 1s to {}d: 30s, 10m, 12h, 30d",
-            MAX_TOKEN_TTL_S / 86_400
-        )),
-    }
+    crate::duration::parse(text)
+        .filter(|ttl| (1..=MAX_TOKEN_TTL_S).contains(&ttl.as_secs()))
+        .ok_or_else(|| {
+            format!(
+                "give a duration from 1s to {}d: 30s, 10m, 12h, 30d",
+                MAX_TOKEN_TTL_S / 86_400
+            )
+        })
 }
 
 pub fn run(args: TokenArgs, ui: &Ui) -> anyhow::Result<Exit> {
