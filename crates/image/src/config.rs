@@ -241,8 +241,10 @@ fn unknown_key(value: &Value, segments: &[&Segment]) -> Option<ConfigError> {
 /// A [`Settings`] with every optional part filled in, as JSON: the shape
 /// that lists every valid key.
 fn all_keys_sample() -> Value {
-    let mut sample = Settings::default();
-    sample.syslog = Some("udp://10.0.2.2:514".parse().expect("a syslog target"));
+    let mut sample = Settings {
+        syslog: Some("udp://10.0.2.2:514".parse().expect("a syslog target")),
+        ..Settings::default()
+    };
     sample.network.ipv4 = Some(StaticIpv4 {
         address: Cidr {
             addr: Ipv4Addr::new(10, 0, 2, 15),
