@@ -68,8 +68,9 @@ pub enum Exit {
     /// `export`: the output path cannot be written (its directory is
     /// missing or read-only); nothing is left behind.
     Output = 18,
-    /// `run` was interrupted twice and the VM was killed; `export` was
-    /// interrupted (Ctrl-C, SIGTERM), leaving nothing half-written.
+    /// `run` was interrupted twice and the VM was killed; `export` or
+    /// `profile` was interrupted (Ctrl-C, SIGTERM), leaving nothing
+    /// half-written.
     Interrupted = 130,
 }
 

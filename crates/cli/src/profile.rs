@@ -2,11 +2,15 @@
 //! or a heap snapshot (`.heapsnapshot`) of the running app, taken by the
 //! appliance through Node's inspector (opened on the guest's loopback for
 //! the profile only) and written to a file that Chrome DevTools opens.
-//! The file is written beside its final name and renamed when whole.
+//! The file is written beside its final name and renamed when whole; an
+//! interrupted profile (Ctrl-C, SIGTERM) leaves nothing and exits 130.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -101,27 +105,43 @@ pub fn run(args: ProfileArgs, ui: &Ui) -> anyhow::Result<Exit> {
         )
     })?;
     ui.note(&format!("taking {what} of the app at {}…", client.url()));
-    let mut writer = BufWriter::new(file);
-    let mut bytes = 0u64;
-    let result = client
-        .stream("POST", &target, timeout, &mut |data| {
-            bytes += data.len() as u64;
-            writer.write_all(data)
-        })
-        .map_err(anyhow::Error::new)
-        .and_then(|()| {
-            let file = writer.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            Ok(())
-        })
-        .and_then(|()| {
-            std::fs::rename(&staging, &out)
-                .with_context(|| format!("cannot rename the profile to {}", out.display()))
-        });
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&staging);
-        return Err(e);
+    // The transfer runs in a thread, so that Ctrl-C or SIGTERM only sets a
+    // flag here and the partial file is removed before exiting 130.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))?;
     }
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(transfer(&client, &target, timeout, file));
+    });
+    let result = loop {
+        if interrupted.load(Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&staging);
+            return Err(fail(
+                Exit::Interrupted,
+                format!("interrupted; {} was not written", out.display()),
+            ));
+        }
+        match done.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => break result,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(anyhow::anyhow!("the transfer thread ended without a word"));
+            }
+        }
+    };
+    let bytes = match result.and_then(|bytes| {
+        std::fs::rename(&staging, &out)
+            .with_context(|| format!("cannot rename the profile to {}", out.display()))?;
+        Ok(bytes)
+    }) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staging);
+            return Err(e);
+        }
+    };
     ui.note(&format!(
         "wrote {} ({bytes} bytes); open it in Chrome DevTools ({})",
         out.display(),
@@ -133,6 +153,19 @@ pub fn run(args: ProfileArgs, ui: &Ui) -> anyhow::Result<Exit> {
     ));
     println!("{}", out.display());
     Ok(Exit::Success)
+}
+
+/// Streams the profile into `file` and syncs it; the bytes written.
+fn transfer(client: &Client, target: &str, timeout: Duration, file: File) -> anyhow::Result<u64> {
+    let mut writer = BufWriter::new(file);
+    let mut bytes = 0u64;
+    client.stream("POST", target, timeout, &mut |data| {
+        bytes += data.len() as u64;
+        writer.write_all(data)
+    })?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(bytes)
 }
 
 /// `<dir>/.<name>.partial`, in the output's directory (which must exist).

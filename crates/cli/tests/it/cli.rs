@@ -667,3 +667,48 @@ fn operate_commands_without_an_appliance() {
         .as_secs();
     assert!((now + 3590..=now + 3610).contains(&token.expires_s));
 }
+
+/// An interrupted profile exits 130 and leaves no partial file.
+#[test]
+fn an_interrupted_profile_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.pem");
+    assert_exit(&run(nodeos().arg("keygen").arg("--out").arg(&key)), 0);
+    // An "appliance" that takes the request and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = std::thread::spawn(move || listener.accept().map(|(conn, _)| conn));
+    let out_dir = tmp.path().join("profiles");
+    std::fs::create_dir(&out_dir).unwrap();
+    let mut profile = nodeos()
+        .args(["profile", &url, "--cpu", "10s", "--key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(out_dir.join("app.cpuprofile"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _conn = held.join().unwrap().unwrap();
+    assert!(out_dir.join(".app.cpuprofile.partial").exists());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&profile),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = profile.wait().unwrap();
+    let mut err = String::new();
+    profile
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "nothing is left"
+    );
+}
