@@ -286,6 +286,15 @@ fn an_appliance_is_observable_logs_metrics_status_page_syslog_and_profiles() {
     let snapshot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&heap).unwrap()).unwrap();
     assert!(snapshot["snapshot"]["meta"]["node_fields"].is_array());
+    let node_count = snapshot["snapshot"]["node_count"].as_u64().unwrap();
+    let node_fields = snapshot["snapshot"]["meta"]["node_fields"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        snapshot["nodes"].as_array().unwrap().len() as u64,
+        node_count * node_fields
+    );
     let strings = snapshot["strings"].as_array().unwrap();
     assert!(strings.iter().any(|s| s == HEAP_MARKER));
     // The inspector is closed again: the app still serves, and another
@@ -351,6 +360,12 @@ fn hottest_function(profile: &serde_json::Value) -> (String, f64) {
         .collect();
     let samples = profile["samples"].as_array().unwrap();
     assert!(!samples.is_empty(), "the profile has samples");
+    // What Chrome DevTools reads: a time delta per sample, and the span.
+    assert_eq!(
+        profile["timeDeltas"].as_array().unwrap().len(),
+        samples.len()
+    );
+    assert!(profile["startTime"].as_u64().unwrap() < profile["endTime"].as_u64().unwrap());
     let mut counts: std::collections::HashMap<&str, usize> = Default::default();
     for sample in samples {
         let name = names[&sample.as_u64().unwrap()].as_str();
