@@ -46,7 +46,7 @@ pub(crate) fn status(shared: &Shared) -> Status {
         slot: shared.slot,
         trial: shared.trial && state.slot(shared.slot).status == SlotStatus::Trying,
         max_sequence: state.max_sequence,
-        uptime_s: uptime_s(),
+        uptime_s: crate::stats::uptime_ms().map_or(0, |ms| ms / 1000),
         app: lock(&shared.app).clone(),
         health: lock(&shared.health).clone(),
         slots,
@@ -54,14 +54,6 @@ pub(crate) fn status(shared: &Shared) -> Status {
         log_tail,
         system: None,
     }
-}
-
-/// Whole seconds since the kernel started (`/proc/uptime`), 0 if unknown.
-fn uptime_s() -> u64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|text| text.split(['.', ' ']).next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
