@@ -119,12 +119,23 @@ impl Browser {
     }
 
     /// The rendered text of the first element matching `css`; panics if
-    /// none does.
+    /// none does. A page that reloads itself (the status page refreshes)
+    /// can replace the element between finding it and reading it; then it
+    /// is found again in the new page.
     pub fn text(&self, css: &str) -> String {
         let query = json!({"using": "css selector", "value": css});
-        let found = self.command("POST", "element", Some(&query));
-        let id = found[ELEMENT].as_str().expect("an element reference");
-        self.string(&format!("element/{id}/text"))
+        let mut attempts = 0;
+        loop {
+            let found = self.command("POST", "element", Some(&query));
+            let id = found[ELEMENT].as_str().expect("an element reference");
+            let path = format!("/session/{}/element/{id}/text", self.session);
+            match self.request("GET", &path, None) {
+                Ok(Value::String(text)) => return text,
+                Ok(other) => panic!("webdriver text of {css}: not a string: {other}"),
+                Err(e) if e.starts_with("stale element reference") && attempts < 5 => attempts += 1,
+                Err(e) => panic!("webdriver text of {css}: {e}"),
+            }
+        }
     }
 
     /// The page's source as the browser holds it now.
