@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use nodeos_manifest::update::PublicKey;
+use nodeos_manifest::verity::{self, Verity};
 use nodeos_manifest::{
     APP_DIR, APP_LAYER_TREE, AppConfig, Artifact, KernelInfo, LayersInfo, MANIFEST_FILE,
     MANIFEST_FORMAT, Manifest, NODE_PATH, NodeInfo, Profile,
@@ -335,7 +336,7 @@ fn write_image(
     let spinner = reporter.spinner("packing the app layer");
     let packed = staging.pack(&app, plan.format, LayerKind::App, plan.epoch);
     spinner.finish();
-    packed?;
+    let app_verity = packed?;
     fs::remove_dir_all(&root).map_err(out_err(&root))?;
 
     let runtime = dir.join(RUNTIME_FILE);
@@ -344,28 +345,31 @@ fn write_image(
     fs::copy(&plan.kernel.path, &kernel_path).map_err(out_err(&kernel_path))?;
 
     let mut artifacts = BTreeMap::new();
-    let mut add = |key: &str, file: &str, sha256: String, size: u64| {
+    let kernel_sum = sha256_file(&kernel_path).map_err(out_err(&kernel_path))?;
+    let app_sum = sha256_file(&app).map_err(out_err(&app))?;
+    // The runtime layer was checksummed when it was cached; `nodeos run`
+    // checks the copy.
+    let runtime_sum = (plan.runtime.sha256.clone(), plan.runtime.size);
+    for (key, file, (sha256, size), verity) in [
+        ("kernel", KERNEL_FILE, kernel_sum, None),
+        ("app", APP_FILE, app_sum, Some(app_verity.clone())),
+        (
+            "runtime",
+            RUNTIME_FILE,
+            runtime_sum,
+            Some(plan.runtime.verity.clone()),
+        ),
+    ] {
         artifacts.insert(
             key.to_owned(),
             Artifact {
                 path: file.to_owned(),
                 sha256,
                 size,
+                verity,
             },
         );
-    };
-    for (key, file) in [("kernel", KERNEL_FILE), ("app", APP_FILE)] {
-        let path = dir.join(file);
-        let (sha256, size) = sha256_file(&path).map_err(out_err(&path))?;
-        add(key, file, sha256, size);
     }
-    // Checksummed when it was cached; `nodeos run` checks the copy.
-    add(
-        "runtime",
-        RUNTIME_FILE,
-        plan.runtime.sha256.clone(),
-        plan.runtime.size,
-    );
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: plan.project.name.clone(),
@@ -378,7 +382,7 @@ fn write_image(
         },
         kernel: KernelInfo {
             version: plan.kernel.version.clone(),
-            cmdline: kernel_cmdline(plan.format),
+            cmdline: kernel_cmdline(plan.format, &plan.runtime.verity, &app_verity),
             artifact: "kernel".to_owned(),
         },
         layers: LayersInfo {
@@ -398,12 +402,16 @@ fn write_image(
     Ok(manifest)
 }
 
-/// The kernel command line an image boots with: the runtime layer is the
-/// root filesystem.
-pub fn kernel_cmdline(format: RootfsFormat) -> String {
+/// The kernel command line an image boots with: the runtime layer, checked
+/// by dm-verity, is the root filesystem; the app layer is checked too.
+/// Booted from the image's files, they are the first two virtio disks;
+/// [`nodeos_manifest::slots::slot_cmdline`] makes them a slot's partitions.
+pub fn kernel_cmdline(format: RootfsFormat, runtime: &Verity, app: &Verity) -> String {
     format!(
-        "console=ttyS0 root=/dev/vda ro rootfstype={} panic=-1 quiet",
-        format.fs_type()
+        "console=ttyS0 root={} ro rootfstype={} panic=-1 quiet {}",
+        verity::ROOT,
+        format.fs_type(),
+        verity::dm_create(runtime, "/dev/vda", app, "/dev/vdb")
     )
 }
 
@@ -679,8 +687,22 @@ mod tests {
     }
 
     #[test]
-    fn kernel_cmdline_names_the_root_filesystem_type() {
-        assert!(kernel_cmdline(RootfsFormat::SquashfsXz).contains("rootfstype=squashfs"));
-        assert!(kernel_cmdline(RootfsFormat::ErofsLz4hc).contains("rootfstype=erofs"));
+    fn kernel_cmdline_names_the_root_filesystem_type_and_verifies_both_layers() {
+        let layer = |fill: &str| Verity {
+            root_hash: fill.repeat(64),
+            salt: "5".repeat(64),
+            data_blocks: 3,
+        };
+        let (runtime, app) = (layer("a"), layer("b"));
+        let squashfs = kernel_cmdline(RootfsFormat::SquashfsXz, &runtime, &app);
+        assert!(squashfs.contains("rootfstype=squashfs"), "{squashfs}");
+        let erofs = kernel_cmdline(RootfsFormat::ErofsLz4hc, &runtime, &app);
+        assert!(erofs.contains("rootfstype=erofs"), "{erofs}");
+        assert!(erofs.contains(" root=/dev/dm-0 "), "{erofs}");
+        let create = verity::dm_create(&runtime, "/dev/vda", &app, "/dev/vdb");
+        assert!(
+            verity::cmdline_words(&erofs).contains(&create.as_str()),
+            "{erofs}"
+        );
     }
 }

@@ -285,6 +285,7 @@ mod tests {
                     path: file.to_owned(),
                     sha256,
                     size,
+                    verity: None,
                 },
             );
         }

@@ -16,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use nodeos_manifest::verity::Verity;
 use nodeos_manifest::{
     APP_DIR, APP_GID, APP_LAYER_DIR, APP_UID, APP_USER, DATA_DIR, INIT_PATH, NODE_PATH, RUN_HOSTS,
     RUN_RESOLV_CONF,
@@ -54,6 +55,8 @@ pub struct Layer {
     /// Lower-case hex sha256.
     pub sha256: String,
     pub size: u64,
+    /// Its dm-verity hash tree, which the file ends with.
+    pub verity: Verity,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +119,7 @@ pub fn runtime_key(inputs: &RuntimeInputs<'_>) -> Result<String, LayerError> {
 
 /// Bumped whenever [`stage_runtime`] lays the tree out differently, so old
 /// cache entries are not reused.
-const LAYOUT_VERSION: &str = "1";
+const LAYOUT_VERSION: &str = "2";
 
 /// The runtime layer for `inputs` from the cache under `cache_dir`, packed
 /// first if it is not there. Safe against concurrent builds: one packs,
@@ -164,18 +167,28 @@ pub fn runtime_layer(
     let spinner = reporter.spinner("packing the runtime layer");
     let packed = staging.pack(file.temp_path(), inputs.format, LayerKind::Runtime, 0);
     spinner.finish();
-    packed?;
+    let verity = packed?;
     let (sha256, size) = crate::sha256_file(file.temp_path()).map_err(|source| CacheError::Io {
         path: file.temp_path().to_owned(),
         source,
     })?;
     file.commit()?;
-    cache::write_atomic(&sum_path, format!("{sha256} {size}\n").as_bytes())?;
+    let sum = format!(
+        "{sha256} {size} {} {} {}\n",
+        verity.root_hash, verity.salt, verity.data_blocks
+    );
+    cache::write_atomic(&sum_path, sum.as_bytes())?;
     prune(&dir, &path);
-    Ok(Layer { path, sha256, size })
+    Ok(Layer {
+        path,
+        sha256,
+        size,
+        verity,
+    })
 }
 
-/// `<layer>.sha256`: `HEX SIZE`, written after the layer itself.
+/// `<layer>.sha256`: `HEX SIZE ROOT_HASH SALT DATA_BLOCKS` (the sha256 and
+/// size of the file, then its verity tree's), written after the layer.
 fn sum_path(layer: &Path) -> PathBuf {
     let mut name = layer.as_os_str().to_owned();
     name.push(".sha256");
@@ -186,12 +199,23 @@ fn sum_path(layer: &Path) -> PathBuf {
 /// run` checks the sha256 of every artefact before booting.)
 fn read_cached(path: &Path, sum_path: &Path) -> Option<Layer> {
     let text = fs::read_to_string(sum_path).ok()?;
-    let (sha256, size) = text.trim().split_once(' ')?;
+    let [sha256, size, root_hash, salt, data_blocks] = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .try_into()
+        .ok()?;
     let size: u64 = size.parse().ok()?;
-    (fs::metadata(path).ok()?.len() == size && sha256.len() == 64).then(|| Layer {
+    let verity = Verity {
+        root_hash: root_hash.to_owned(),
+        salt: salt.to_owned(),
+        data_blocks: data_blocks.parse().ok()?,
+    };
+    let whole = fs::metadata(path).ok()?.len() == size && sha256.len() == 64;
+    (whole && verity.is_well_formed()).then(|| Layer {
         path: path.to_owned(),
         sha256: sha256.to_owned(),
         size,
+        verity,
     })
 }
 
@@ -350,17 +374,31 @@ mod tests {
         let sums = sum_path(&layer);
         assert_eq!(read_cached(&layer, &sums), None, "no checksum file");
         let hex64 = "a".repeat(64);
+        let tree = format!("{} {} 1", "b".repeat(64), "c".repeat(64));
         write_file(&sums, format!("{hex64} 5\n").as_bytes());
+        assert_eq!(
+            read_cached(&layer, &sums),
+            None,
+            "a checksum file without the tree"
+        );
+        write_file(&sums, format!("{hex64} 5 {tree}\n").as_bytes());
         assert_eq!(
             read_cached(&layer, &sums),
             Some(Layer {
                 path: layer.clone(),
                 sha256: hex64.clone(),
-                size: 5
+                size: 5,
+                verity: Verity {
+                    root_hash: "b".repeat(64),
+                    salt: "c".repeat(64),
+                    data_blocks: 1,
+                },
             })
         );
-        write_file(&sums, format!("{hex64} 6\n").as_bytes());
+        write_file(&sums, format!("{hex64} 6 {tree}\n").as_bytes());
         assert_eq!(read_cached(&layer, &sums), None, "size differs");
+        write_file(&sums, format!("{hex64} 5 {tree}0x\n").as_bytes());
+        assert_eq!(read_cached(&layer, &sums), None, "a malformed tree");
     }
 
     #[test]

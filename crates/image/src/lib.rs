@@ -27,6 +27,7 @@ pub mod node;
 pub mod project;
 pub mod registry;
 pub mod rootfs;
+pub mod verity;
 
 pub use build::{
     BuildError, BuildOptions, Built, DEFAULT_PORT, KERNEL_FILE, app_config, build,

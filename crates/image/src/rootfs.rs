@@ -13,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use nodeos_manifest::Profile;
+use nodeos_manifest::verity::Verity;
 
 /// How the root filesystem image is packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,11 @@ pub enum RootfsError {
         tool: &'static str,
         status: std::process::ExitStatus,
         stderr: String,
+    },
+    #[error("cannot append the dm-verity hash tree to {path}")]
+    Verity {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
@@ -210,14 +216,15 @@ impl Staging {
     /// Packs the tree into `image` in the given format, reproducibly:
     /// every file owned by root with the timestamp `epoch` (seconds since
     /// 1970), a fixed filesystem UUID, no extended attributes, entries in
-    /// the packers' sorted order.
+    /// the packers' sorted order. The image ends with its dm-verity hash
+    /// tree ([`crate::verity`]), whose parameters are returned.
     pub fn pack(
         &self,
         image: &Path,
         format: RootfsFormat,
         layer: LayerKind,
         epoch: u64,
-    ) -> Result<(), RootfsError> {
+    ) -> Result<Verity, RootfsError> {
         let mut cmd = Command::new(format.tool());
         let epoch = epoch.to_string();
         match format {
@@ -269,7 +276,10 @@ impl Staging {
                 stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             });
         }
-        Ok(())
+        crate::verity::append_hash_tree(image).map_err(|source| RootfsError::Verity {
+            path: image.to_owned(),
+            source,
+        })
     }
 }
 

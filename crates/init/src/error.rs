@@ -17,6 +17,11 @@ pub enum Error {
         "no app layer: none of the virtio disks {disks} holds an EROFS or squashfs filesystem besides the root {root} (boot the image with `nodeos run`, which attaches app.img as the second disk)"
     )]
     AppLayerMissing { root: String, disks: String },
+    #[error(
+        "the command line has dm-verity check the app layer, but the kernel made no `{}` device (its device-mapper lines above say why)",
+        nodeos_manifest::verity::APP_DEVICE
+    )]
+    AppVerityMissing,
     #[error("slot {slot}: cannot find the system disk's partitions")]
     Partitions {
         slot: nodeos_manifest::slots::Slot,

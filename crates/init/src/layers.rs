@@ -2,10 +2,13 @@
 //! as `/`; the app layer is another read-only disk holding `app.json` and
 //! `app/`. Init mounts it at [`APP_LAYER_DIR`] and binds its `app/` onto
 //! [`APP_DIR`], so the app sees itself at `/app` and the config is read
-//! from [`nodeos_manifest::APP_CONFIG_PATH`].
+//! from [`nodeos_manifest::APP_CONFIG_PATH`]. An image built with dm-verity
+//! has the kernel check the app layer too: init then mounts the verity
+//! device the kernel made of it ([`verity::APP_DEVICE`]) and nothing else.
 
 use std::path::{Path, PathBuf};
 
+use nodeos_manifest::verity;
 use nodeos_manifest::{APP_DIR, APP_LAYER_DIR, APP_LAYER_TREE};
 use rustix::mount::MountFlags;
 
@@ -18,19 +21,32 @@ use crate::system::System;
 const DEFAULT_ROOT: &str = "/dev/vda";
 
 /// Mounts the app layer and binds the app onto `/app`; returns its disk.
-/// `partition` is the booted slot's app partition on the system disk; without
-/// one, the app layer is the first layer disk that is not the root.
+/// With dm-verity on the command line it is the verity device of the app
+/// layer, which must exist. Otherwise `partition` is the booted slot's app
+/// partition on the system disk; without one, the app layer is the first
+/// layer disk that is not the root.
 pub fn mount_app(sys: &mut impl System, partition: Option<&Path>) -> Result<Disk, Error> {
-    let root = root_device(sys);
-    let all = match partition {
-        Some(dev) => {
-            let head = sys.read(dev, 4096).unwrap_or_default();
-            vec![Disk {
-                dev: dev.to_owned(),
-                content: disks::classify(&head),
-            }]
+    let cmdline = sys
+        .read(Path::new("/proc/cmdline"), 8192)
+        .unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let root = root_device(&cmdline);
+    let one = |sys: &mut _, dev: &Path| {
+        let head = sys_read(sys, dev);
+        vec![Disk {
+            dev: dev.to_owned(),
+            content: disks::classify(&head),
+        }]
+    };
+    let verified = verifies_app(&cmdline);
+    let all = if verified {
+        let dev = verity_device(sys, verity::APP_DEVICE).ok_or(Error::AppVerityMissing)?;
+        one(sys, &dev)
+    } else {
+        match partition {
+            Some(dev) => one(sys, dev),
+            None => disks::scan(sys),
         }
-        None => disks::scan(sys),
     };
     let Some(disk) = find_app_layer(&all, &root) else {
         let names: Vec<String> = all.iter().map(|d| d.dev.display().to_string()).collect();
@@ -59,8 +75,13 @@ pub fn mount_app(sys: &mut impl System, partition: Option<&Path>) -> Result<Disk
     let tree = Path::new(APP_LAYER_DIR).join(APP_LAYER_TREE);
     sys.mount_fs(&tree, Path::new(APP_DIR), "", MountFlags::BIND, "")
         .map_err(fail(APP_DIR))?;
+    let checked = if verified {
+        ", checked by dm-verity"
+    } else {
+        ""
+    };
     say!(
-        "app layer {} ({fstype}) mounted on {APP_DIR}",
+        "app layer {} ({fstype}{checked}) mounted on {APP_DIR}",
         disk.dev.display()
     );
     Ok(disk.clone())
@@ -73,15 +94,45 @@ fn find_app_layer<'a>(disks: &'a [Disk], root: &Path) -> Option<&'a Disk> {
         .find(|d| d.dev != root && d.content.layer_fstype().is_some())
 }
 
+fn sys_read(sys: &mut impl System, dev: &Path) -> Vec<u8> {
+    sys.read(dev, disks::HEAD_LEN).unwrap_or_default()
+}
+
 /// The device of `root=` on the kernel command line.
-fn root_device(sys: &mut impl System) -> PathBuf {
-    let cmdline = sys
-        .read(Path::new("/proc/cmdline"), 4096)
-        .unwrap_or_default();
-    String::from_utf8_lossy(&cmdline)
-        .split_whitespace()
+fn root_device(cmdline: &str) -> PathBuf {
+    verity::cmdline_words(cmdline)
+        .into_iter()
         .find_map(|arg| arg.strip_prefix("root="))
         .map_or_else(|| PathBuf::from(DEFAULT_ROOT), PathBuf::from)
+}
+
+/// Whether `dm-mod.create=` on the command line sets up the app layer's
+/// verity device.
+fn verifies_app(cmdline: &str) -> bool {
+    let device = format!("{},", verity::APP_DEVICE);
+    verity::cmdline_words(cmdline).into_iter().any(|word| {
+        word.strip_prefix(verity::DM_CREATE).is_some_and(|value| {
+            value
+                .trim_matches('"')
+                .split(';')
+                .any(|d| d.starts_with(&device))
+        })
+    })
+}
+
+/// `/dev/dm-N` of the device-mapper device called `name`.
+fn verity_device(sys: &mut impl System, name: &str) -> Option<PathBuf> {
+    let mut blocks = sys.list(Path::new("/sys/block")).ok()?;
+    blocks.sort();
+    blocks
+        .into_iter()
+        .filter(|block| block.starts_with("dm-"))
+        .find(|block| {
+            let path = Path::new("/sys/block").join(block).join("dm/name");
+            sys.read(&path, 256)
+                .is_ok_and(|found| String::from_utf8_lossy(&found).trim() == name)
+        })
+        .map(|block| Path::new("/dev").join(block))
 }
 
 #[cfg(test)]
@@ -162,6 +213,47 @@ mod tests {
             mount_app(&mut sys, None).unwrap().dev,
             Path::new("/dev/vda")
         );
+    }
+
+    /// A command line with both layers' verity devices, as images are built.
+    fn verity_cmdline() -> String {
+        let layer = verity::Verity {
+            root_hash: "a".repeat(64),
+            salt: "b".repeat(64),
+            data_blocks: 2,
+        };
+        let create = verity::dm_create(&layer, "/dev/vda", &layer, "/dev/vdb");
+        format!("console=ttyS0 root=/dev/dm-0 ro rootfstype=erofs {create} quiet")
+    }
+
+    #[test]
+    fn with_verity_the_apps_verity_device_is_mounted_and_nothing_else() {
+        let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::Erofs)])
+            .with_file("/proc/cmdline", verity_cmdline())
+            .with_file("/sys/block/dm-0/dm/name", "nodeos-runtime\n")
+            .with_file("/sys/block/dm-1/dm/name", "nodeos-app\n")
+            .with_file("/dev/dm-1", head(&Content::Erofs));
+        let slot_partition = Path::new("/dev/vda4");
+        let disk = mount_app(&mut sys, Some(slot_partition)).unwrap();
+        assert_eq!(disk.dev, Path::new("/dev/dm-1"));
+        assert!(
+            sys.calls
+                .iter()
+                .any(|c| c.starts_with("mount erofs /dev/dm-1 /layers/app ")),
+            "{:?}",
+            sys.calls
+        );
+    }
+
+    #[test]
+    fn with_verity_and_no_verity_device_the_unchecked_layer_is_refused() {
+        let mut sys = machine(&[("vda", Content::Erofs), ("vdb", Content::Erofs)])
+            .with_file("/proc/cmdline", verity_cmdline())
+            .with_file("/sys/block/dm-0/dm/name", "nodeos-runtime\n");
+        let err = mount_app(&mut sys, None).unwrap_err();
+        assert!(matches!(err, Error::AppVerityMissing), "{err}");
+        assert!(err.to_string().contains("`nodeos-app`"), "{err}");
+        assert!(!sys.calls.iter().any(|c| c.starts_with("mount")));
     }
 
     #[test]

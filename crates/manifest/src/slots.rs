@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Manifest;
 use crate::frame::{self, FrameError};
+use crate::verity;
 
 /// One of the two slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -421,10 +422,16 @@ fn truncate_utf8(text: &mut String, max: usize) {
 /// is none) becomes `root=PARTLABEL=nodeos-runtime-<slot>`, and
 /// `nodeos.slot=<slot>` is added, replacing any there was. Arguments after
 /// `--` (init's, not the kernel's) are kept as they are, after both.
+///
+/// An image built with dm-verity keeps `root=` (the verity device), has
+/// the devices under its verity devices in `dm-mod.create=` become the
+/// slot's runtime and app partitions, and gets `dm-mod.waitfor=` for them
+/// (see [`crate::verity`]).
 pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
+    let mut words = verity::cmdline_words(cmdline).into_iter();
+    let verity = verity::has_verity(cmdline);
     let root = format!("root=PARTLABEL={}", partition_name(Part::Runtime, slot));
-    let mut words = cmdline.split_whitespace();
-    let mut args: Vec<&str> = Vec::new();
+    let mut args: Vec<String> = Vec::new();
     let mut has_root = false;
     let mut init_args = None;
     for word in words.by_ref() {
@@ -434,20 +441,32 @@ pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
         }
         if word.starts_with("root=") {
             if !has_root {
-                args.push(&root);
+                args.push(if verity {
+                    word.to_owned()
+                } else {
+                    root.clone()
+                });
                 has_root = true;
             }
-        } else if !word.starts_with(CMDLINE_SLOT) {
-            args.push(word);
+        } else if let Some(create) = verity::dm_create_for_slot(word, slot) {
+            args.push(create);
+        } else if !word.starts_with(CMDLINE_SLOT) && !word.starts_with(verity::DM_WAITFOR) {
+            args.push(word.to_owned());
         }
     }
     if !has_root {
-        args.push(&root);
+        args.push(if verity {
+            format!("root={}", verity::ROOT)
+        } else {
+            root
+        });
     }
-    let slot_arg = format!("{}{slot}", CMDLINE_SLOT);
-    args.push(&slot_arg);
-    args.extend(init_args);
-    args.extend(words);
+    if verity {
+        args.push(verity::dm_waitfor(slot));
+    }
+    args.push(format!("{CMDLINE_SLOT}{slot}"));
+    args.extend(init_args.map(str::to_owned));
+    args.extend(words.map(str::to_owned));
     args.join(" ")
 }
 
@@ -527,6 +546,35 @@ mod tests {
         assert_eq!(decode_log_tail(&[0; 100]), None);
         assert_eq!(last_lines("a\nb\nc\n", 2), "b\nc\n");
         assert_eq!(last_lines("a\nb", 5), "a\nb");
+    }
+
+    #[test]
+    fn a_verity_cmdline_keeps_root_and_verifies_the_slots_partitions() {
+        let layer = |fill: &str| crate::verity::Verity {
+            root_hash: fill.repeat(64),
+            salt: "5".repeat(64),
+            data_blocks: 4,
+        };
+        let files = crate::verity::dm_create(&layer("a"), "/dev/vda", &layer("b"), "/dev/vdb");
+        let cmdline = format!("console=ttyS0 root=/dev/dm-0 ro {files} panic=-1");
+        let slot_b = crate::verity::dm_create(
+            &layer("a"),
+            "PARTLABEL=nodeos-runtime-b",
+            &layer("b"),
+            "PARTLABEL=nodeos-app-b",
+        );
+        let waitfor = "dm-mod.waitfor=PARTLABEL=nodeos-runtime-b,PARTLABEL=nodeos-app-b";
+        let expected =
+            format!("console=ttyS0 root=/dev/dm-0 ro {slot_b} panic=-1 {waitfor} nodeos.slot=b");
+        assert_eq!(slot_cmdline(&cmdline, Slot::B), expected);
+        // Idempotent, and back to the other slot.
+        assert_eq!(slot_cmdline(&expected, Slot::B), expected);
+        let slot_a = slot_cmdline(&expected, Slot::A);
+        assert!(
+            slot_a.contains("PARTLABEL=nodeos-app-a PARTLABEL=nodeos-app-a"),
+            "{slot_a}"
+        );
+        assert!(!slot_a.contains("-b"), "{slot_a}");
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //!     --marker 'nodeos-init: starting app' --machines pc,q35,microvm --runs 3
 //! ```
 //!
-//! `--shutdown` also presses the power button after the marker and prints
-//! the outcome and how long the power-off took.
+//! `--app PATH` attaches an app layer as the second disk (as `nodeos run`
+//! of an image's files does). `--shutdown` also presses the power button
+//! after the marker and prints the outcome and how long the power-off
+//! took.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,7 @@ use nodeos_vmm::{Accel, Machine, Vm, VmConfig};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut kernel = None;
     let mut rootfs = None;
+    let mut app = None;
     let mut cmdline = String::from("console=ttyS0 panic=-1");
     let mut marker = String::from("Kernel panic");
     let mut machines = String::from("pc,q35,microvm");
@@ -32,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match flag.as_str() {
             "--kernel" => kernel = Some(value()?),
             "--rootfs" => rootfs = Some(value()?),
+            "--app" => app = Some(value()?),
             "--cmdline" => cmdline = value()?,
             "--marker" => marker = value()?,
             "--machines" => machines = value()?,
@@ -55,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             config.machine = machine;
             config.accel = accel;
             config.memory_mb = memory_mb;
+            config.app_layer = app.as_ref().map(Into::into);
             let started = Instant::now();
             let mut vm = Vm::start(config)?;
             match vm.wait_for_line(&marker, Duration::from_secs(180)) {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::process::ExitStatus;
 
 use nodeos_manifest::console::{self, AppExit, Record, Source};
+use nodeos_manifest::verity;
 
 /// The kernel's panic line starts with this (`Kernel panic - not syncing: …`).
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
@@ -22,6 +23,12 @@ pub enum Outcome {
     Rebooted,
     /// The kernel panicked; `line` is the panic line.
     KernelPanic { line: String },
+    /// dm-verity found a block of a read-only layer that does not match the
+    /// layer's hash tree, and the kernel stopped
+    /// ([`nodeos_manifest::verity::CORRUPTION_PANIC`]): the disk was
+    /// changed after it was built. `line` is the kernel's line naming the
+    /// block.
+    Tampered { line: String },
     /// The runner stopped QEMU (QMP `quit` or SIGKILL); no clean power-off.
     HardStopped,
     /// QEMU itself failed (bad arguments, missing file, crashed).
@@ -49,11 +56,16 @@ impl Outcome {
         hard_stopped: bool,
     ) -> Outcome {
         let mut panic = None;
+        let mut corrupted = None;
         let mut app_exit = None;
         let mut rebooted = false;
         for line in lines {
-            if panic.is_none() && line.contains(KERNEL_PANIC) && Record::parse(line).is_none() {
+            let kernel = Record::parse(line).is_none();
+            if panic.is_none() && line.contains(KERNEL_PANIC) && kernel {
                 panic = Some(line.trim().to_owned());
+            }
+            if corrupted.is_none() && kernel && is_verity_corruption(line) {
+                corrupted = Some(line.trim().to_owned());
             }
             rebooted |= is_reboot_marker(line);
             if let Some(exit) = console::parse_app_exited(line) {
@@ -61,6 +73,11 @@ impl Outcome {
             }
         }
         if let Some(line) = panic {
+            if line.contains(verity::CORRUPTION_PANIC) {
+                return Outcome::Tampered {
+                    line: corrupted.unwrap_or(line),
+                };
+            }
             return Outcome::KernelPanic { line };
         }
         if hard_stopped {
@@ -87,6 +104,11 @@ impl Outcome {
     }
 }
 
+/// dm-verity's `device-mapper: verity: 254:0: data block 7 is corrupted`.
+fn is_verity_corruption(line: &str) -> bool {
+    line.contains("verity") && line.contains(" is corrupted")
+}
+
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -94,6 +116,7 @@ impl fmt::Display for Outcome {
             Outcome::PoweredOff => f.write_str("guest powered off"),
             Outcome::Rebooted => f.write_str("guest rebooted"),
             Outcome::KernelPanic { line } => write!(f, "kernel panic: {line}"),
+            Outcome::Tampered { line } => write!(f, "tampered layer, the kernel stopped: {line}"),
             Outcome::HardStopped => f.write_str("VM was stopped hard (no clean power-off)"),
             Outcome::QemuFailed {
                 status,
@@ -168,6 +191,32 @@ mod tests {
     fn power_off_without_app_exit_is_powered_off() {
         let lines = [console::SHUTDOWN_REQUESTED, console::POWER_OFF];
         assert_eq!(derive(exit(0), &lines, false), Outcome::PoweredOff);
+    }
+
+    #[test]
+    fn a_verity_panic_is_a_tampered_layer_naming_the_block() {
+        let block = "[    1.9] device-mapper: verity: 254:0: data block 0 is corrupted";
+        let panic = "[    1.9] Kernel panic - not syncing: dm-verity device corrupted";
+        assert_eq!(
+            derive(exit(0), &[block, panic], false),
+            Outcome::Tampered {
+                line: block.trim().into()
+            }
+        );
+        // Without the block's line, the panic line itself.
+        assert_eq!(
+            derive(exit(0), &[panic], false),
+            Outcome::Tampered {
+                line: panic.trim().into()
+            }
+        );
+        // The app printing dm-verity's words is a log record, not the kernel.
+        let lines = [
+            app(LogFormat::Text, 1, block),
+            app(LogFormat::Text, 1, panic),
+            init(LogFormat::Text, 2, console::POWER_OFF),
+        ];
+        assert_eq!(derive_lines(exit(0), &lines, false), Outcome::PoweredOff);
     }
 
     #[test]

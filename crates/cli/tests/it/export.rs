@@ -262,7 +262,10 @@ fn the_firecracker_directory_boots_under_qemu_microvm() {
     assert!(config["machine-config"]["mem_size_mib"].as_u64().unwrap() >= 128);
     let boot_args = config["boot-source"]["boot_args"].as_str().unwrap();
     assert!(
-        boot_args.contains("root=PARTLABEL=nodeos-runtime-a")
+        boot_args.contains("root=/dev/dm-0")
+            && boot_args
+                .contains("verity 1 PARTLABEL=nodeos-runtime-a PARTLABEL=nodeos-runtime-a ")
+            && boot_args.contains("verity 1 PARTLABEL=nodeos-app-a PARTLABEL=nodeos-app-a ")
             && boot_args.contains("nodeos.slot=a"),
         "{boot_args}"
     );

@@ -15,11 +15,11 @@ use rustix::process::{Pid, Signal, kill_process};
 use crate::support::*;
 
 /// Generous: TCG on a loaded 2-core CI machine.
-const BOOT: Duration = Duration::from_secs(240);
+pub(crate) const BOOT: Duration = Duration::from_secs(240);
 const STOP: Duration = Duration::from_secs(60);
 
 /// Boots an image directory with the given forwards (tests never use KVM).
-fn boot(image: &Path, memory_mb: u32, forwards: Vec<PortForward>) -> Vm {
+pub(crate) fn boot(image: &Path, memory_mb: u32, forwards: Vec<PortForward>) -> Vm {
     let manifest = nodeos_manifest::Manifest::from_json(
         &std::fs::read_to_string(image.join(nodeos_manifest::MANIFEST_FILE)).unwrap(),
     )
@@ -31,21 +31,21 @@ fn boot(image: &Path, memory_mb: u32, forwards: Vec<PortForward>) -> Vm {
     Vm::start(config).expect("QEMU starts")
 }
 
-fn forward(guest_port: u16) -> (u16, PortForward) {
+pub(crate) fn forward(guest_port: u16) -> (u16, PortForward) {
     let port = free_port();
     (port, format!("{port}:{guest_port}").parse().unwrap())
 }
 
 /// Fails the test with the guest console attached.
 #[track_caller]
-fn fail_with_console(vm: &Vm, what: &str) -> ! {
+pub(crate) fn fail_with_console(vm: &Vm, what: &str) -> ! {
     panic!(
         "{what}\n----- guest console -----\n{}\n-------------------------",
         vm.console_log()
     );
 }
 
-fn wait_line(vm: &Vm, marker: &str, timeout: Duration) -> String {
+pub(crate) fn wait_line(vm: &Vm, marker: &str, timeout: Duration) -> String {
     match vm.wait_for_line(marker, timeout) {
         Ok(line) => line,
         Err(e) => fail_with_console(vm, &format!("waiting for {marker:?}: {e}")),

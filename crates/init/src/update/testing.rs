@@ -154,6 +154,7 @@ impl Image {
                     path: format!("{key}.img"),
                     sha256: sha256(bytes),
                     size: bytes.len() as u64,
+                    verity: None,
                 },
             );
         }
