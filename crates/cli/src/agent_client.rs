@@ -151,8 +151,10 @@ pub fn signing_key(arg: Option<PathBuf>) -> anyhow::Result<(SigningKey, PathBuf)
                 )
             },
         )),
-        Err(e @ KeyError::NotAKey { .. }) => Err(anyhow::Error::new(e)
-            .context("requests and bundles are signed with the private key `nodeos keygen` wrote, not its .pub")),
+        Err(e @ KeyError::NotAKey { .. }) => Err(fail(
+            Exit::Key,
+            format!("{e}; sign with the private key `nodeos keygen` wrote, not its .pub"),
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -210,6 +212,17 @@ pub enum AgentError {
 
 impl AgentError {
     /// Whether the appliance itself said no (rather than not answering).
+    /// Whether the agent refused the request's key: a signature it cannot
+    /// check (401) or a good signature by a key it does not trust (403
+    /// `wrong_key`).
+    pub fn wrong_key(&self) -> bool {
+        match self {
+            AgentError::Unauthorized { .. } => true,
+            AgentError::Refused { status, error, .. } => *status == 403 && error == "wrong_key",
+            _ => false,
+        }
+    }
+
     pub fn refused(&self) -> bool {
         matches!(
             self,

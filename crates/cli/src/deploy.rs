@@ -36,6 +36,12 @@ pub struct DeployArgs {
     /// ~/.config/nodeos/update-key.pem].
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
+    /// Hand the appliance over to another update key: the update is still
+    /// signed with --key, the key the appliance trusts now, but the new
+    /// image must trust FILE's key, and once it is committed the appliance
+    /// takes requests signed with FILE only.
+    #[arg(long, value_name = "FILE")]
+    new_key: Option<PathBuf>,
     /// Deploy this image directory instead of building the project.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["project", "profile"])]
     image: Option<PathBuf>,
@@ -45,7 +51,7 @@ pub struct DeployArgs {
     profile: ProfileArg,
     /// Seconds to wait for the appliance to install, boot and judge the new
     /// version.
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = crate::duration::whole_seconds)]
     timeout: u64,
     /// Allow a version lower than the running one.
     #[arg(long)]
@@ -64,9 +70,31 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let endpoint = Endpoint::parse(&args.url)?;
     let (signing, key_path) = crate::agent_client::signing_key(args.key)?;
     let key = keys::public_key(&signing);
+    // With --new-key: the key the new version trusts, and a client with it
+    // for when the new version answers.
+    let new_key = match args.new_key {
+        Some(path) => {
+            let (new_signing, new_path) = crate::agent_client::signing_key(Some(path))?;
+            if keys::public_key(&new_signing) == key {
+                return Err(fail(
+                    Exit::Key,
+                    format!(
+                        "--new-key {} is the key of --key {} (key {}): there is nothing to hand over",
+                        new_path.display(),
+                        key_path.display(),
+                        key.key_id()
+                    ),
+                ));
+            }
+            Some((new_signing, new_path))
+        }
+        None => None,
+    };
     let (dir, image) = match args.image {
         Some(dir) => {
-            let image = bundle::read_image(&dir)?;
+            // The bundle is read from it: checked as `run` and `export`
+            // check an image, with the same words.
+            let image = crate::run::verify_image(&dir)?;
             (dir, image)
         }
         None => {
@@ -77,10 +105,21 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
             (built.dir, built.manifest)
         }
     };
-    check_key(&image, &key, &key_path)?;
+    match &new_key {
+        Some((new_signing, new_path)) => {
+            check_key(&image, &keys::public_key(new_signing), new_path)?;
+        }
+        None => check_key(&image, &key, &key_path)?,
+    }
     let what = format!("{} {}", image.name, image.version);
 
-    let client = Client::new(endpoint, signing.clone());
+    let client = Client::new(endpoint.clone(), signing.clone());
+    // The old version answers to the old key, the new one to the new key.
+    let mut clients = vec![&client];
+    let new_client = new_key
+        .as_ref()
+        .map(|(new_signing, _)| Client::new(endpoint, new_signing.clone()));
+    clients.extend(new_client.as_ref());
     let status = client.status()?;
     if status.appliance != image.name {
         return Err(fail(
@@ -151,7 +190,7 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
             args.timeout
         ),
     );
-    let (status, last) = wait(&client, sequence, deadline, args.timeout)?;
+    let (status, last) = wait(&clients, sequence, deadline, args.timeout)?;
     print_json(args.json, &status)?;
     let to = if last.to.is_empty() {
         image.version.clone()
@@ -177,6 +216,16 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
                     start.elapsed().as_secs_f64()
                 ),
             );
+            if let Some((new_signing, new_path)) = &new_key {
+                ui.note(&format!(
+                    "{} now takes requests signed with update key {} ({}) only; key {} ({}) and the read tokens it signed no longer work there",
+                    client.url(),
+                    keys::public_key(new_signing).key_id(),
+                    new_path.display(),
+                    key.key_id(),
+                    key_path.display()
+                ));
+            }
             Ok(Exit::Success)
         }
         UpdateResult::RolledBack => Err(fail(
@@ -201,10 +250,11 @@ fn check_key(image: &Manifest, key: &PublicKey, key_path: &std::path::Path) -> a
         Some(baked) => Err(fail(
             Exit::Key,
             format!(
-                "the image {what} trusts update key {}, not {} ({}): once deployed, the appliance would refuse updates signed with it; {fix}",
+                "the image {what} trusts update key {}, not {} ({}): once deployed, the appliance would refuse updates signed with it; {fix}; or, to hand the appliance over to key {}, deploy with --new-key and that key's private key file",
                 baked.key_id(),
                 key.key_id(),
                 key_path.display(),
+                baked.key_id(),
             ),
         )),
         None => Err(fail(
@@ -265,17 +315,34 @@ fn payload_summary(bundle: &Bundle) -> String {
     text
 }
 
+/// The status from the first of `clients` whose key the appliance
+/// accepts (while a key is handed over, the old version answers to the old
+/// key and the new one to the new key); the first refusal if none is.
+fn status(clients: &[&Client]) -> Result<Status, AgentError> {
+    let mut first_refusal = None;
+    for client in clients {
+        match client.status() {
+            Err(e) if e.wrong_key() => {
+                first_refusal.get_or_insert(e);
+            }
+            answer => return answer,
+        }
+    }
+    Err(first_refusal.expect("at least one client"))
+}
+
 /// Asks for the status every second until the update with `sequence` has
 /// a verdict. Not answering is expected while the appliance reboots; a
 /// refusal ends the wait.
 fn wait(
-    client: &Client,
+    clients: &[&Client],
     sequence: u64,
     deadline: Instant,
     timeout_secs: u64,
 ) -> anyhow::Result<(Status, LastUpdate)> {
+    let client = clients[0];
     loop {
-        let seen = match client.status() {
+        let seen = match status(clients) {
             Ok(status) => match status.last_update.clone() {
                 Some(last) if last.sequence == sequence => match last.result {
                     UpdateResult::Pending => format!(

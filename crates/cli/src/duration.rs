@@ -3,6 +3,15 @@
 
 use std::time::Duration;
 
+/// A `SECS` flag (`deploy --timeout`, `run --trial-boot-timeout`): whole
+/// seconds, at least one.
+pub fn whole_seconds(text: &str) -> Result<u64, String> {
+    text.parse()
+        .ok()
+        .filter(|&secs| secs >= 1)
+        .ok_or_else(|| "give a whole number of seconds, at least 1".to_owned())
+}
+
 /// `text` as a duration; `None` if it is not a number followed by a unit.
 pub fn parse(text: &str) -> Option<Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -22,6 +31,15 @@ pub fn parse(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_whole_and_from_one() {
+        assert_eq!(whole_seconds("600"), Ok(600));
+        assert_eq!(whole_seconds("1"), Ok(1));
+        for bad in ["0", "-1", "10m", "1.5", ""] {
+            assert!(whole_seconds(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_number_and_a_unit() {

@@ -30,7 +30,8 @@ pub enum Exit {
     Registry = 5,
     /// A download did not match the registry's integrity checksum.
     Integrity = 6,
-    /// The kernel given is not a kernel, or building nodeos's kernel failed.
+    /// The kernel given cannot be read or is not a kernel, or building
+    /// nodeos's kernel failed.
     Kernel = 7,
     /// The image directory is missing, incomplete or corrupt.
     Image = 8,
@@ -65,8 +66,9 @@ pub enum Exit {
     /// is not an update agent), or `deploy` saw no verdict within
     /// `--timeout`.
     Unreachable = 17,
-    /// `export`: the output path cannot be written (its directory is
-    /// missing or read-only); nothing is left behind.
+    /// `export`, `profile`, `keygen`: the output path cannot be written
+    /// (its directory is missing or read-only, or a directory is in the
+    /// way); nothing is left behind.
     Output = 18,
     /// `run` was interrupted twice and the VM was killed; `export` or
     /// `profile` was interrupted (Ctrl-C, SIGTERM), leaving nothing
@@ -122,6 +124,8 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 | KeyError::NotAKey { .. }
                 | KeyError::NotAPublicKey { .. }
                 | KeyError::Missing { .. } => Exit::Key,
+                // `--key DIR` is no key file either.
+                KeyError::Io { source, .. } if names_a_directory(source) => Exit::Key,
                 KeyError::Io { .. } | KeyError::Random(_) => Exit::Failure,
             };
         }
@@ -140,19 +144,31 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         }
         if let Some(e) = cause.downcast_ref::<nodeos_vmm::SystemDiskError>() {
             return match e {
-                nodeos_vmm::SystemDiskError::Io { .. } => Exit::Failure,
+                nodeos_vmm::SystemDiskError::Io { source, .. } if !names_a_directory(source) => {
+                    Exit::Failure
+                }
                 _ => Exit::Image,
             };
         }
         if let Some(e) = cause.downcast_ref::<DataError>() {
             return match e {
                 DataError::ToolMissing { .. } => Exit::ToolMissing,
-                DataError::Io { .. } => Exit::Failure,
+                DataError::Io { source, .. } if !names_a_directory(source) => Exit::Failure,
                 _ => Exit::Data,
             };
         }
     }
     Exit::Failure
+}
+
+/// Whether an I/O error says that a path the user gave (`--system`,
+/// `--data`, `--key`) is a directory, or runs through a file: bad input,
+/// not an unexpected failure.
+fn names_a_directory(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::IsADirectory | std::io::ErrorKind::NotADirectory
+    )
 }
 
 fn classify_build(err: &BuildError) -> Exit {
@@ -173,10 +189,12 @@ fn classify_build(err: &BuildError) -> Exit {
             KernelError::ToolsMissing { .. } | KernelError::SourceMissing { .. } => {
                 Exit::ToolMissing
             }
-            KernelError::NotAKernel { .. } | KernelError::BuildFailed { .. } => Exit::Kernel,
-            KernelError::Read { .. } | KernelError::Spawn { .. } | KernelError::Cache { .. } => {
-                Exit::Failure
-            }
+            // A `--kernel` that cannot be read (missing, a directory) is no
+            // kernel either.
+            KernelError::NotAKernel { .. }
+            | KernelError::BuildFailed { .. }
+            | KernelError::Read { .. } => Exit::Kernel,
+            KernelError::Spawn { .. } | KernelError::Cache { .. } => Exit::Failure,
         },
         BuildError::Rootfs(RootfsError::ToolMissing { .. })
         | BuildError::Layer(LayerError::Rootfs(RootfsError::ToolMissing { .. })) => {

@@ -6,7 +6,8 @@
 //! order) and touches nothing else in it: members it leaves alone keep
 //! their exact text. Running it again changes nothing. A script that
 //! already exists with another command is kept unless `--force` is given;
-//! an existing `"nodeos"` key is never changed.
+//! an existing `"nodeos"` key is never changed (a warning says what in it
+//! `nodeos build` would refuse).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,18 @@ pub fn run(args: InitArgs, ui: &Ui) -> anyhow::Result<Exit> {
     for kept in &plan.kept {
         ui.warn(kept);
     }
+    // Kept as it is, but said now rather than by the first build.
+    if let Some(existing) = &plan.existing_nodeos
+        && let Err(e) = nodeos_image::config::parse(Some(existing), &dir)
+    {
+        ui.warn(&format!(
+            "{}: {}: {}; {}; `nodeos build` refuses it as it is",
+            path.display(),
+            e.key,
+            e.problem,
+            e.help
+        ));
+    }
     if let Some(new) = &plan.text {
         write_atomic(&path, new.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -115,6 +128,8 @@ struct Plan {
     kept: Vec<String>,
     /// Whether `nodeos` is already a (dev) dependency.
     has_nodeos_dependency: bool,
+    /// The `"nodeos"` key package.json has already, left as it is.
+    existing_nodeos: Option<Value>,
 }
 
 /// Plans the edit of package.json `text`. The error is the problem, for
@@ -174,7 +189,11 @@ fn plan(text: &str, force: bool) -> Result<Plan, String> {
         }
     }
 
-    let nodeos_added = !members.iter().any(|(k, _)| k == "nodeos");
+    let existing_nodeos = members
+        .iter()
+        .find(|(k, _)| k == "nodeos")
+        .map(|(_, raw)| serde_json::from_str(raw.get()).expect("parsed once already"));
+    let nodeos_added = existing_nodeos.is_none();
     if nodeos_added {
         let value: Vec<(String, Value)> = top_level_members(NODEOS_KEY)?
             .into_iter()
@@ -206,6 +225,7 @@ fn plan(text: &str, force: bool) -> Result<Plan, String> {
         changes,
         kept,
         has_nodeos_dependency,
+        existing_nodeos,
     })
 }
 

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use nodeos_image::keys;
+use nodeos_image::keys::{self, KeyError};
 
 use crate::exit::{Exit, fail};
 use crate::ui::Ui;
@@ -29,10 +28,28 @@ pub fn run(args: KeygenArgs, ui: &Ui) -> anyhow::Result<Exit> {
         })?,
     };
     if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(
+                Exit::Output,
+                format!("cannot create {}: {e}; choose another --out", dir.display()),
+            )
+        })?;
     }
     let key = keys::generate()?;
-    keys::write_pair(&key, &private).context("keygen failed")?;
+    match keys::write_pair(&key, &private) {
+        Ok(()) => {}
+        // Nothing is left: write_pair removes what it wrote.
+        Err(KeyError::Io { path, source }) if unwritable(&source) => {
+            return Err(fail(
+                Exit::Output,
+                format!(
+                    "cannot write {}: {source}; choose another --out",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("keygen failed")),
+    }
     ui.note(&format!(
         "wrote the private key {} (mode 0600; keep it secret, out of the project) and the public key {}",
         private.display(),
@@ -40,4 +57,14 @@ pub fn run(args: KeygenArgs, ui: &Ui) -> anyhow::Result<Exit> {
     ));
     println!("{}", keys::public_key_text(&key.verifying_key()));
     Ok(Exit::Success)
+}
+
+/// Whether writing failed because of where, not because of the disk: a
+/// missing or read-only directory, or a directory in the way.
+fn unwritable(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        err.kind(),
+        NotFound | NotADirectory | IsADirectory | PermissionDenied | ReadOnlyFilesystem
+    )
 }

@@ -120,8 +120,9 @@ pub(crate) fn format_chain(err: &anyhow::Error) -> String {
     let mut last = String::new();
     for cause in err.chain() {
         let message = cause.to_string();
-        // `#[error(transparent)]` wrappers repeat their source's message.
-        if message == last {
+        // `#[error(transparent)]` wrappers repeat their source's message,
+        // and some errors end with it (`{path}: {source}`).
+        if last.ends_with(&message) {
             continue;
         }
         if !text.is_empty() {
@@ -136,4 +137,33 @@ pub(crate) fn format_chain(err: &anyhow::Error) -> String {
 /// The project directory a command works on: the argument or the current one.
 fn project_dir(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct EndsWithItsSource {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::IsADirectory);
+        let err = anyhow::Error::new(EndsWithItsSource {
+            path: "/tmp",
+            source: io(),
+        })
+        .context("--key");
+        assert_eq!(format_chain(&err), format!("--key: /tmp: {}", io()));
+        let err = anyhow::Error::new(io()).context("cannot read kernel x");
+        assert_eq!(
+            format_chain(&err),
+            format!("cannot read kernel x: {}", io())
+        );
+    }
 }

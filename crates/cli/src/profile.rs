@@ -97,7 +97,7 @@ pub fn run(args: ProfileArgs, ui: &Ui) -> anyhow::Result<Exit> {
             PathBuf::from(format!("{safe}-{now}.{suffix}"))
         }
     };
-    let staging = staging_path(&out)?;
+    let staging = staging_path(&out, suffix)?;
     let file = File::create(&staging).map_err(|e| {
         fail(
             Exit::Output,
@@ -168,8 +168,19 @@ fn transfer(client: &Client, target: &str, timeout: Duration, file: File) -> any
     Ok(bytes)
 }
 
-/// `<dir>/.<name>.partial`, in the output's directory (which must exist).
-fn staging_path(out: &Path) -> anyhow::Result<PathBuf> {
+/// `<dir>/.<name>.partial`, in the output's directory (which must exist);
+/// `suffix` is the kind of file, for the example when `out` is a directory.
+fn staging_path(out: &Path, suffix: &str) -> anyhow::Result<PathBuf> {
+    if out.is_dir() {
+        return Err(fail(
+            Exit::Output,
+            format!(
+                "--out {} is a directory; give the file to write, e.g. {}",
+                out.display(),
+                out.join(format!("app.{suffix}")).display()
+            ),
+        ));
+    }
     let name = out.file_name().ok_or_else(|| {
         fail(
             Exit::Usage,

@@ -110,7 +110,7 @@ pub struct RunArgs {
     /// Seconds a new version's trial boot may take to reach a verdict (its
     /// health check passed or failed) before it is killed and rolled back
     /// [default: 300].
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", value_parser = crate::duration::whole_seconds)]
     trial_boot_timeout: Option<u64>,
 }
 
@@ -156,6 +156,12 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let shape = VmShape::new(&args, &manifest.vm);
     // A busy port fails before the data volume is created or checked.
     nodeos_vmm::check_forwards(&shape.forwards)?;
+    let system_path = args
+        .system
+        .clone()
+        .unwrap_or_else(|| system::default_path(&dir));
+    // An existing system disk is checked before a data volume is created.
+    let opened = system::open(&system_path)?;
     // Held until the VM has ended: the lock keeps other runs off the volume.
     let data = if args.no_data {
         None
@@ -164,12 +170,8 @@ pub fn run(args: RunArgs, ui: &Ui) -> anyhow::Result<Exit> {
         run_config.data_check = Some(check);
         Some(volume)
     };
-    let system_path = args
-        .system
-        .clone()
-        .unwrap_or_else(|| system::default_path(&dir));
     // Held until the last boot has ended: the lock keeps other runs off it.
-    let system = system::prepare(&system_path, &dir, &manifest, ui)?;
+    let system = system::prepare(&system_path, opened, &dir, &manifest, ui)?;
 
     let (tx, signals) = mpsc::channel();
     let hook = SignalThread::start(tx)?;
@@ -377,6 +379,9 @@ fn describe(outcome: &Outcome) -> String {
         Outcome::PoweredOff => "the guest powered off".to_owned(),
         Outcome::Rebooted => "the guest rebooted".to_owned(),
         Outcome::KernelPanic { line } => format!("the kernel panicked ({line})"),
+        Outcome::Tampered { line } => {
+            format!("the kernel found a tampered block of a layer and stopped ({line})")
+        }
         Outcome::HardStopped => "the VM was hard-stopped".to_owned(),
         Outcome::QemuFailed {
             status,
@@ -600,6 +605,12 @@ fn exit_for(outcome: Outcome, stop_requested: bool) -> anyhow::Result<Exit> {
         Outcome::KernelPanic { .. } => Err(fail(
             Exit::Vm,
             "the guest kernel panicked (see the console above)",
+        )),
+        Outcome::Tampered { line } => Err(fail(
+            Exit::Image,
+            format!(
+                "the guest refused the image: dm-verity found a block of a layer that does not match its hash tree ({line}), and the kernel stopped before using it; the image was changed after it was built: rebuild it with `nodeos build`"
+            ),
         )),
         Outcome::HardStopped => Err(fail(Exit::Vm, "the VM was hard-stopped")),
         Outcome::QemuFailed {

@@ -25,6 +25,17 @@ pub fn default_path(image_dir: &Path) -> PathBuf {
     nodeos_vmm::data::beside(image_dir, "system.img")
 }
 
+/// Opens the system disk at `path` if there is one (locked while it
+/// lives), so that a file that is no system disk is refused before
+/// anything else is created.
+pub fn open(path: &Path) -> anyhow::Result<Option<SystemDisk>> {
+    if path.exists() {
+        Ok(Some(SystemDisk::open(path)?))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Opens the system disk (locked while it lives), creating it on first
 /// use, and makes sure `manifest`'s image is in a slot: an image no slot
 /// holds (a new local build) is installed into the slot not active and
@@ -32,14 +43,18 @@ pub fn default_path(image_dir: &Path) -> PathBuf {
 /// slot holds already boots as the state says (after `nodeos deploy`, the
 /// deployed version keeps running), unless that slot was installed and
 /// never recorded (a run killed in between), which makes it active.
+/// `opened` is the disk at `path` if the caller opened it already ([`open`]).
 pub fn prepare(
     path: &Path,
+    opened: Option<SystemDisk>,
     dir: &Path,
     manifest: &Manifest,
     ui: &Ui,
 ) -> anyhow::Result<SystemDisk> {
     let shown = path.display();
-    let system = if path.exists() {
+    let system = if let Some(system) = opened {
+        system
+    } else if path.exists() {
         SystemDisk::open(path)?
     } else {
         let system = SystemDisk::create(path, &Layout::for_image(manifest))?;

@@ -123,7 +123,11 @@ impl Manifest {
         struct Format {
             format: u32,
         }
-        let Format { format } = serde_json::from_str(text).map_err(ManifestError::Parse)?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(ManifestError::Parse)?;
+        if !value.is_object() {
+            return Err(ManifestError::NotAnObject);
+        }
+        let Format { format } = serde_json::from_value(value).map_err(ManifestError::Parse)?;
         if format != MANIFEST_FORMAT {
             return Err(ManifestError::Format(format));
         }
@@ -151,6 +155,8 @@ impl Manifest {
 #[derive(Debug)]
 pub enum ManifestError {
     Parse(serde_json::Error),
+    /// Valid JSON, but an array, a string, a number…
+    NotAnObject,
     Format(u32),
 }
 
@@ -158,6 +164,7 @@ impl std::fmt::Display for ManifestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ManifestError::Parse(e) => write!(f, "manifest is not valid: {e}"),
+            ManifestError::NotAnObject => f.write_str("manifest is not valid: not a JSON object"),
             ManifestError::Format(v) => write!(
                 f,
                 "manifest format {v} is not supported (this nodeos reads format {MANIFEST_FORMAT})"
@@ -240,6 +247,9 @@ pub struct Artifact {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// The layers' dm-verity hash tree, which the artefact ends with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verity: Option<verity::Verity>,
 }
 
 /// `/etc/nodeos/app.json`: what nodeos-init starts.
@@ -273,6 +283,7 @@ pub mod host;
 pub mod settings;
 pub mod slots;
 pub mod update;
+pub mod verity;
 
 pub use settings::{LogFormat, Network, RestartPolicy, RunConfig, Settings};
 
@@ -288,6 +299,7 @@ mod tests {
                 path: "kernel".into(),
                 sha256: "00".repeat(32),
                 size: 1,
+                verity: None,
             },
         );
         Manifest {
@@ -370,5 +382,14 @@ mod tests {
         m.format = 99;
         let err = Manifest::from_json(&m.to_json()).unwrap_err();
         assert!(matches!(err, ManifestError::Format(99)), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_that_is_no_object_says_so() {
+        for text in ["[]", "[1]", "\"manifest\"", "3", "null"] {
+            let err = Manifest::from_json(text).unwrap_err();
+            assert!(matches!(err, ManifestError::NotAnObject), "{text}: {err}");
+            assert_eq!(err.to_string(), "manifest is not valid: not a JSON object");
+        }
     }
 }

@@ -5,6 +5,10 @@
 //! * `cli`: runs the binary on bad input; no VM, no network (a local fake
 //!   registry on 127.0.0.1 where one is needed).
 //! * `config`: package.json `"nodeos"` keys that `nodeos build` refuses.
+//! * `bad_input`: the bad-input matrix: broken package.json files,
+//!   `"nodeos"` values, flags of every command, corrupt images and update
+//!   bundles, each with one error, its exit code and nothing left behind
+//!   (no VM, 127.0.0.1 only).
 //! * `deploy`: `nodeos deploy` and `nodeos status` against a fake update
 //!   agent on 127.0.0.1 (no VM, no build).
 //! * `data`: the persistent data volume, on the host (no VM) and in the
@@ -29,11 +33,18 @@
 //! * `operate`: a running appliance observed without a shell: status,
 //!   logs, syslog, metrics, the status page in headless Chromium, CPU and
 //!   heap profiles (VM).
+//! * `verity`: the dm-verity trees of both layers in the manifest and on
+//!   the command line, and a byte flipped in either layer stopping the
+//!   guest before it is used (VM, booted from the files).
+//! * `surface`: the minimal surface (issue #10): every file of both layers
+//!   against an allow-list, and the app's privileges and the guest's
+//!   sockets and processes seen from inside (VM).
 //!
 //! The VM tests wait for console markers with hard timeouts and print the
 //! guest console when they fail.
 
 mod addons;
+mod bad_input;
 mod browser;
 mod cli;
 mod config;
@@ -46,5 +57,7 @@ mod npm;
 mod operate;
 mod reproducible;
 mod support;
+mod surface;
 mod update;
+mod verity;
 mod vm;

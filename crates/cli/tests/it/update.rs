@@ -357,6 +357,55 @@ fn deploy_commits_a_new_version_keeps_data_and_refuses_a_replay() {
     assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
 }
 
+/// Key rotation (docs/security.md): the running version takes an update
+/// signed with the key it trusts; the new version trusts the new key only.
+#[test]
+fn deploy_with_a_new_key_hands_the_appliance_over_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = keygen(tmp.path(), "old.pem");
+    let new = keygen(tmp.path(), "new.pem");
+    let v1 = image(tmp.path(), "1.0.0", &old, "", &[]);
+    let v2 = image(tmp.path(), "1.0.1", &new, "", &[]);
+    let box_ = Appliance::new(tmp.path());
+    let mut run = box_.boot(&v1);
+    assert_eq!(box_.version(&run), "1.0.0");
+
+    // An image trusting another key is refused before anything is sent,
+    // with the way to hand over.
+    let out = box_.deploy(&v2, &old, &[]);
+    assert_exit(&out, 14);
+    assert!(stderr(&out).contains("--new-key"), "{}", stderr(&out));
+    // The new key alone is not what the running version trusts.
+    let out = box_.deploy(&v2, &new, &[]);
+    assert_exit(&out, 15);
+    assert!(stderr(&out).contains("wrong_key"), "{}", stderr(&out));
+    let same = box_.deploy(&v2, &old, &["--new-key", old.path.to_str().unwrap()]);
+    assert_exit(&same, 14);
+
+    let new_path = new.path.to_str().unwrap();
+    let out = box_.deploy(&v2, &old, &["--new-key", new_path]);
+    assert_exit(&out, 0);
+    let said = stderr(&out);
+    assert!(
+        said.contains("1.0.0 → 1.0.1"),
+        "{said}\n{}",
+        run.transcript()
+    );
+    assert!(
+        said.contains("now takes requests signed with update key"),
+        "{said}"
+    );
+    assert_eq!(box_.version(&run), "1.0.1");
+    let status = box_.status(&new);
+    assert_eq!((status.slot, status.trial), (Slot::B, false));
+    let (code, body) = request(box_.agent, &old, "GET", STATUS_PATH, &[]);
+    assert_eq!(code, 403, "the old key still works: {body}");
+    assert!(body.contains("wrong_key"), "{body}");
+
+    run.interrupt();
+    assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
+}
+
 #[test]
 fn a_version_that_crashes_at_start_is_rolled_back_and_deploy_says_why() {
     let tmp = tempfile::tempdir().unwrap();
