@@ -55,12 +55,17 @@ pub struct Verity {
 
 impl Verity {
     /// The device-mapper table of this layer on `device` (data and tree on
-    /// the same device, the tree after the data).
+    /// the same device, the tree after the data). A mismatch panics the
+    /// kernel; a block is checked the first time it is read, not again
+    /// when it is read back after the page cache dropped it
+    /// (`check_at_most_once`): the disk changing under a running guest
+    /// takes the hypervisor, which the threat model trusts
+    /// (docs/security.md), and small VMs re-read node's pages often.
     pub fn table(&self, device: &str) -> String {
         let blocks = self.data_blocks;
         let sectors = blocks * (BLOCK_SIZE / 512);
         format!(
-            "0 {sectors} verity 1 {device} {device} {BLOCK_SIZE} {BLOCK_SIZE} {blocks} {blocks} sha256 {} {} 1 panic_on_corruption",
+            "0 {sectors} verity 1 {device} {device} {BLOCK_SIZE} {BLOCK_SIZE} {blocks} {blocks} sha256 {} {} 2 panic_on_corruption check_at_most_once",
             self.root_hash, self.salt
         )
     }
@@ -182,7 +187,7 @@ mod tests {
         assert_eq!(
             table,
             format!(
-                "0 800 verity 1 /dev/vda /dev/vda 4096 4096 100 100 sha256 {} {} 1 panic_on_corruption",
+                "0 800 verity 1 /dev/vda /dev/vda 4096 4096 100 100 sha256 {} {} 2 panic_on_corruption check_at_most_once",
                 "a".repeat(64),
                 "5".repeat(64)
             )
