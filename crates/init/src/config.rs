@@ -98,12 +98,18 @@ pub fn load(sys: &mut impl System, path: &Path) -> Result<AppConfig, Error> {
             path: shown.clone(),
             source,
         })?;
-    let config: AppConfig = serde_json::from_slice(&text).map_err(|source| Error::ConfigJson {
-        path: shown.clone(),
+    parse(&text, &shown)
+}
+
+/// Parses and checks the bytes of an app config read from `shown` (the
+/// path its errors name). Also what the `config` fuzz target feeds.
+pub fn parse(text: &[u8], shown: &str) -> Result<AppConfig, Error> {
+    let config: AppConfig = serde_json::from_slice(text).map_err(|source| Error::ConfigJson {
+        path: shown.to_owned(),
         source,
     })?;
     validate(&config).map_err(|problem| Error::ConfigInvalid {
-        path: shown,
+        path: shown.to_owned(),
         problem,
     })?;
     Ok(config)

@@ -139,6 +139,15 @@ fn server_id(msg: &Message) -> Option<Ipv4Addr> {
     }
 }
 
+/// Whether `msg` is addressed to the client with `mac` (its `chaddr`).
+///
+/// `hlen` is checked first: dhcproto's decoder keeps whatever `hlen` the
+/// datagram says, and `Message::chaddr` slices its 16-byte array by it,
+/// so a reply with `hlen` over 16 would panic PID 1.
+fn is_for(msg: &Message, mac: &[u8; 6]) -> bool {
+    (mac.len()..=16).contains(&usize::from(msg.hlen())) && msg.chaddr()[..mac.len()] == mac[..]
+}
+
 /// How long to wait for an answer after the `attempt`-th send (0-based):
 /// 1, 2, 4, 4, 4… seconds.
 pub fn retransmit_delay(attempt: u32) -> Duration {
@@ -280,9 +289,7 @@ impl Acquire {
 
     /// Feeds a received message.
     pub fn receive(&mut self, msg: &Message) -> Step {
-        if msg.opcode() != Opcode::BootReply
-            || msg.xid() != self.xid
-            || msg.chaddr().get(..6) != Some(&self.id.mac[..])
+        if msg.opcode() != Opcode::BootReply || msg.xid() != self.xid || !is_for(msg, &self.id.mac)
         {
             return Step::Ignore;
         }
@@ -329,10 +336,7 @@ pub enum RenewAnswer {
 
 /// Classifies a message received while renewing or rebinding.
 pub fn renew_answer(msg: &Message, id: &ClientId, xid: u32) -> Option<RenewAnswer> {
-    if msg.opcode() != Opcode::BootReply
-        || msg.xid() != xid
-        || msg.chaddr().get(..6) != Some(&id.mac[..])
-    {
+    if msg.opcode() != Opcode::BootReply || msg.xid() != xid || !is_for(msg, &id.mac) {
         return None;
     }
     match msg.opts().msg_type()? {
@@ -498,6 +502,27 @@ mod tests {
         let mut request = reply(7, MessageType::Offer);
         request.set_opcode(Opcode::BootRequest);
         assert_eq!(a.receive(&request), Step::Ignore, "our own broadcast");
+    }
+
+    #[test]
+    fn a_reply_with_hlen_over_16_is_ignored_not_a_panic() {
+        // Found by the `dhcp` fuzz target: dhcproto decodes any hlen, and
+        // Message::chaddr slices its 16-byte array by it.
+        let mut bytes = reply(7, MessageType::Offer).to_vec().unwrap();
+        bytes[2] = 250;
+        let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert_eq!(msg.hlen(), 250);
+        let mut a = Acquire::new(id(), 7);
+        a.packet();
+        assert_eq!(a.receive(&msg), Step::Ignore);
+        assert_eq!(renew_answer(&msg, &id(), 7), None);
+        bytes[2] = 16;
+        let msg = Message::decode(&mut Decoder::new(&bytes)).unwrap();
+        assert_eq!(
+            a.receive(&msg),
+            Step::Send,
+            "a longer chaddr starting with our MAC"
+        );
     }
 
     #[test]

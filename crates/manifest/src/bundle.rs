@@ -100,6 +100,15 @@ impl std::fmt::Display for BundleError {
 
 impl std::error::Error for BundleError {}
 
+/// Whether `key` is a well-formed artefact key: 1 to 64 ASCII letters,
+/// digits, `.`, `_` or `-` (the builder's are `kernel`, `runtime`, `app`).
+fn is_artifact_key(key: &str) -> bool {
+    (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// The manifest JSON length from the first [`PREFIX_LEN`] bytes.
 pub fn parse_prefix(prefix: &[u8; PREFIX_LEN]) -> Result<usize, BundleError> {
     if &prefix[..16] != MAGIC {
@@ -141,11 +150,18 @@ impl UpdateManifest {
         if manifest.format != FORMAT {
             return Err(BundleError::Format(manifest.format));
         }
-        // The name and version go into the 4 KiB state record (twice).
-        if manifest.image.name.len() > MAX_NAME || manifest.image.version.len() > MAX_NAME {
-            return Err(BundleError::Manifest(format!(
-                "the image's name and version must be at most {MAX_NAME} bytes each"
-            )));
+        // The version goes into the 4 KiB state record (four times), the
+        // name into the agent's answers: short, and nothing JSON escapes
+        // (a control character takes six bytes there).
+        for text in [&manifest.image.name, &manifest.image.version] {
+            if text.len() > MAX_NAME
+                || text.contains(|c: char| c.is_control() || c == '"' || c == '\\')
+            {
+                return Err(BundleError::Manifest(format!(
+                    "the image's name and version must be at most {MAX_NAME} bytes each, \
+                     with no control characters, `\"` or `\\`"
+                )));
+            }
         }
         let boot = manifest.image.boot_artifacts();
         let listed: Vec<&str> = manifest
@@ -160,11 +176,34 @@ impl UpdateManifest {
             )));
         }
         for key in boot {
-            if !manifest.image.artifacts.contains_key(key) {
+            // The key and the sha256 go into the agent's errors, which the
+            // state record keeps as the reason of a failed update.
+            if !is_artifact_key(key) {
+                return Err(BundleError::Manifest(format!(
+                    "artefact key {key:?} must be 1 to 64 letters, digits, `.`, `_` or `-`"
+                )));
+            }
+            let Some(artifact) = manifest.image.artifacts.get(key) else {
                 return Err(BundleError::Manifest(format!(
                     "image has no artefact {key:?}"
                 )));
+            };
+            if artifact.sha256.len() != 64
+                || !artifact.sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(BundleError::Manifest(format!(
+                    "the sha256 of artefact {key:?} must be 64 hex digits"
+                )));
             }
+        }
+        if manifest.checked_payload_len().is_none_or(|payload| {
+            payload
+                .checked_add((PREFIX_LEN + json.len() + SIGNATURE_LEN) as u64)
+                .is_none()
+        }) {
+            return Err(BundleError::Manifest(
+                "the sizes of the artefacts in the payload add up to more than 2^64 bytes".into(),
+            ));
         }
         Ok(manifest)
     }
@@ -174,19 +213,24 @@ impl UpdateManifest {
         self.image.artifacts.get(key)
     }
 
-    /// Bytes of payload after the head.
+    /// Bytes of payload after the head ([`u64::MAX`] if the sizes add up
+    /// to more, which [`UpdateManifest::from_json`] refuses).
     pub fn payload_len(&self) -> u64 {
+        self.checked_payload_len().unwrap_or(u64::MAX)
+    }
+
+    fn checked_payload_len(&self) -> Option<u64> {
         self.payload
             .iter()
             .filter(|e| e.source == Source::Bundle)
             .filter_map(|e| self.artifact(&e.artifact))
-            .map(|a| a.size)
-            .sum()
+            .try_fold(0u64, |sum, a| sum.checked_add(a.size))
     }
 
-    /// Total bytes of the bundle with this manifest JSON length.
+    /// Total bytes of the bundle with this manifest JSON length (at most
+    /// [`u64::MAX`]).
     pub fn bundle_len(&self, manifest_json_len: usize) -> u64 {
-        (PREFIX_LEN + manifest_json_len + SIGNATURE_LEN) as u64 + self.payload_len()
+        ((PREFIX_LEN + manifest_json_len + SIGNATURE_LEN) as u64).saturating_add(self.payload_len())
     }
 
     /// Whether this key signed it, by id.
@@ -217,5 +261,102 @@ mod tests {
             Err(BundleError::ManifestTooLarge(_))
         ));
         assert_eq!(signed_bytes(b"{}"), b"nodeos-bundle-v1\0{}");
+    }
+
+    /// A valid update manifest as JSON, to be spoilt by the tests.
+    fn manifest_json() -> serde_json::Value {
+        let artifact =
+            |size: u64| serde_json::json!({"path": "x", "sha256": "ab".repeat(32), "size": size});
+        serde_json::json!({
+            "format": FORMAT,
+            "appliance": "hello",
+            "sequence": 2,
+            "key_id": "0123456789abcdef",
+            "image": {
+                "format": crate::MANIFEST_FORMAT,
+                "name": "hello",
+                "version": "1.2.3",
+                "profile": "release",
+                "node": {"version": "22.11.0", "range": null, "integrity": "sha512-x"},
+                "kernel": {"version": "6.1", "cmdline": "console=ttyS0", "artifact": "kernel"},
+                "layers": {"format": "erofs", "compression": "lz4hc", "runtime": "runtime", "app": "app"},
+                "artifacts": {"kernel": artifact(5), "runtime": artifact(7), "app": artifact(11)},
+                "builder": "nodeos 0.1.0"
+            },
+            "payload": [
+                {"artifact": "kernel", "source": "slot"},
+                {"artifact": "runtime", "source": "bundle"},
+                {"artifact": "app", "source": "bundle"}
+            ]
+        })
+    }
+
+    fn parse(value: &serde_json::Value) -> Result<UpdateManifest, BundleError> {
+        UpdateManifest::from_json(&serde_json::to_vec(value).unwrap())
+    }
+
+    #[test]
+    fn payload_and_bundle_lengths() {
+        let json = serde_json::to_vec(&manifest_json()).unwrap();
+        let manifest = UpdateManifest::from_json(&json).unwrap();
+        assert_eq!(manifest.payload_len(), 18);
+        assert_eq!(
+            manifest.bundle_len(json.len()),
+            (PREFIX_LEN + json.len() + SIGNATURE_LEN) as u64 + 18
+        );
+    }
+
+    #[test]
+    fn payload_sizes_that_overflow_are_refused_not_a_panic() {
+        // Caught by the `bundle` fuzz target (seed edge-sizes-overflow):
+        // the sum overflowed (a panic with overflow checks, a wrong bundle
+        // length without).
+        let mut value = manifest_json();
+        value["image"]["artifacts"]["app"]["size"] = u64::MAX.into();
+        let err = parse(&value).unwrap_err();
+        assert!(err.to_string().contains("more than 2^64"), "{err}");
+        value["image"]["artifacts"]["app"]["size"] = (u64::MAX - 7 - 100).into();
+        assert!(parse(&value).is_err(), "the head's length counts too");
+    }
+
+    #[test]
+    fn a_version_json_would_escape_is_refused() {
+        // Caught by the `bundle` fuzz target (seed
+        // edge-control-char-version): 256 control characters are 1536
+        // bytes in JSON, and the state record holds the version four times
+        // in 4 KiB, so writing it panicked.
+        for version in [
+            "1.0.0\u{1}",
+            "1.0.0\"",
+            "1.0.0\\",
+            &"1".repeat(MAX_NAME + 1),
+        ] {
+            let mut value = manifest_json();
+            value["image"]["version"] = version.into();
+            let err = parse(&value).unwrap_err();
+            assert!(err.to_string().contains("no control characters"), "{err}");
+        }
+        let mut value = manifest_json();
+        value["image"]["version"] = "1.0.0-rc.1+build.5".into();
+        assert!(parse(&value).is_ok());
+    }
+
+    #[test]
+    fn boot_artefacts_need_a_plain_key_and_a_hex_sha256() {
+        // Caught by the `bundle` fuzz target (seed edge-long-sha256): both
+        // go into the reason of a failed update, which the state record
+        // keeps; 1024 bytes of control characters overflowed it.
+        let mut value = manifest_json();
+        value["image"]["artifacts"]["app"]["sha256"] = "\u{7}".repeat(1100).into();
+        let err = parse(&value).unwrap_err();
+        assert!(err.to_string().contains("64 hex digits"), "{err}");
+
+        let mut value = manifest_json();
+        let app = value["image"]["artifacts"]["app"].clone();
+        value["image"]["artifacts"]["app \"x\""] = app;
+        value["image"]["layers"]["app"] = "app \"x\"".into();
+        value["payload"][2]["artifact"] = "app \"x\"".into();
+        let err = parse(&value).unwrap_err();
+        assert!(err.to_string().contains("artefact key"), "{err}");
     }
 }
