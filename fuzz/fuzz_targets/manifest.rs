@@ -27,8 +27,7 @@ use nodeos_fuzz::samples;
 use nodeos_manifest::Manifest;
 use nodeos_manifest::frame;
 use nodeos_manifest::slots::{
-    self, CMDLINE_SLOT, MAX_REASON, NO_VERDICT, SLOT_META_LEN, STATE_COPY_LEN, Slot, SlotMeta,
-    State,
+    self, CMDLINE_SLOT, NO_VERDICT, SLOT_META_LEN, STATE_COPY_LEN, Slot, SlotMeta, State,
 };
 
 /// The magic of each record, taken from the bytes the project's own
@@ -110,12 +109,6 @@ fn manifest_json(text: &str) {
 fn cmdline(text: &str) {
     for slot in [Slot::A, Slot::B] {
         let once = slots::slot_cmdline(text, slot);
-        // KNOWN (reported, not fixed here): quotes other than the pair
-        // around a whole `dm-mod.create=` value move when the value is
-        // quoted again, so such a line changes each time.
-        if !quotes_as_built(text) {
-            continue;
-        }
         assert_eq!(slots::slot_cmdline(&once, slot), once, "from {text:?}");
         let slot_arg = format!("{CMDLINE_SLOT}{slot}");
         assert!(once.split_whitespace().any(|w| w == slot_arg), "{once:?}");
@@ -133,26 +126,6 @@ fn cmdline(text: &str) {
     }
 }
 
-/// Whether every `"` in `text` is one of a pair around a whole
-/// `dm-mod.create=` value, as the build writes it.
-fn quotes_as_built(text: &str) -> bool {
-    let mut rest = text;
-    while let Some(open) = rest.find('"') {
-        if !rest[..open].ends_with("dm-mod.create=") {
-            return false;
-        }
-        let value = &rest[open + 1..];
-        let Some(close) = value.find('"') else {
-            return false;
-        };
-        rest = &value[close + 1..];
-        if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
-            return false;
-        }
-    }
-    true
-}
-
 /// The update state: as read from the state partition, updated as init
 /// does at boot, and written as the next copy.
 fn state(copy: &[u8]) {
@@ -166,22 +139,20 @@ fn state(copy: &[u8]) {
     let Some(read) = State::read(&area) else {
         return;
     };
-
-    // KNOWN (reported, not fixed here): `State::next_copy` overflows `seq`
-    // at u64::MAX.
-    if read.seq == u64::MAX {
+    // `read` refuses a counter at u64::MAX (it could not advance). One just
+    // below it, which only a forged record has (no writer makes 2^64
+    // writes), takes one more write that is then refused: the state stops
+    // changing, and nothing panics. The invariants below are for the rest.
+    assert!(read.seq < u64::MAX);
+    if read.seq == u64::MAX - 1 {
+        let _ = read.clone().next_copy();
         return;
     }
+
     // The boot-time rollback of a slot whose trial gave no verdict.
     let mut next = read.clone();
     let trying = next.trying().unwrap_or(next.active.other());
     next.roll_back(trying, NO_VERDICT, 1);
-    // KNOWN (reported, not fixed here): `State::next_copy` asserts that the
-    // record fits its copy, and nothing bounds the versions in it (the
-    // rollback copies both into `last_update`).
-    if !fits_a_copy(&next) {
-        return;
-    }
     let (offset, bytes) = next.next_copy();
     assert_eq!(bytes.len(), STATE_COPY_LEN);
     assert_eq!(next.seq, read.seq + 1);
@@ -192,21 +163,6 @@ fn state(copy: &[u8]) {
         Some(&next),
         "the new copy wins"
     );
-}
-
-/// Whether `state` fits a copy once `next_copy` has cut its reason.
-fn fits_a_copy(state: &State) -> bool {
-    let mut state = state.clone();
-    if let Some(last) = &mut state.last_update
-        && last.reason.len() > MAX_REASON
-    {
-        let mut end = MAX_REASON;
-        while !last.reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        last.reason.truncate(end);
-    }
-    serde_json::to_vec(&state).unwrap().len() + frame::OVERHEAD <= STATE_COPY_LEN
 }
 
 /// A slot's metadata: written back, it reads back equal.

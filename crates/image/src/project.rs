@@ -267,6 +267,18 @@ impl Project {
             return Err(ProjectError::InvalidName { path, name, reason });
         }
         let version = match object.get("version") {
+            // The version travels in bundles and the 4 KiB update state
+            // record, which take at most 256 bytes and nothing JSON escapes.
+            Some(Value::String(v))
+                if v.len() > nodeos_manifest::bundle::MAX_NAME
+                    || v.contains(|c: char| c.is_control() || c == '"' || c == '\\') =>
+            {
+                return Err(ProjectError::InvalidField {
+                    path,
+                    field: "version".into(),
+                    expected: "at most 256 bytes with no control characters, `\"` or `\\`",
+                });
+            }
             Some(Value::String(v)) if !v.trim().is_empty() => v.clone(),
             Some(Value::String(_)) | None | Some(Value::Null) => {
                 return Err(ProjectError::MissingVersion { path });
@@ -1059,6 +1071,21 @@ mod tests {
             err(r#"{"name":"app","version":""}"#, &[]),
             ProjectError::MissingVersion { .. }
         ));
+        // What the bundle and the update state record could not hold.
+        let long = "1".repeat(257);
+        for version in [long.as_str(), "1.0\\u0001", "1\\\"0", "1\\\\0"] {
+            let json = format!(r#"{{"name":"app","version":"{version}"}}"#);
+            let e = err(&json, &[]);
+            assert!(
+                matches!(&e, ProjectError::InvalidField { field, .. } if field == "version"),
+                "{version}: {e}"
+            );
+        }
+        let version = "1".repeat(256);
+        ok(
+            &format!(r#"{{"name":"app","version":"{version}"}}"#),
+            &["index.js"],
+        );
     }
 
     #[test]

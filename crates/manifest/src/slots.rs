@@ -292,20 +292,39 @@ impl State {
     /// Bumps `seq` and encodes this state for the copy it now belongs in;
     /// returns the byte offset of that copy in the state partition and the
     /// bytes to write there (exactly [`STATE_COPY_LEN`]).
+    ///
+    /// The reason of the last update is cut to [`MAX_REASON`] bytes, and
+    /// further while the record would not fit its copy (a reason full of
+    /// characters JSON escapes). Names and versions are at most
+    /// [`crate::bundle::MAX_NAME`] bytes with nothing to escape (the build
+    /// and the agent refuse others), so the rest always fits.
     pub fn next_copy(&mut self) -> (u64, Vec<u8>) {
         self.seq += 1;
-        if let Some(last) = &mut self.last_update {
-            truncate_utf8(&mut last.reason, MAX_REASON);
+        let mut max_reason = MAX_REASON;
+        loop {
+            if let Some(last) = &mut self.last_update {
+                truncate_utf8(&mut last.reason, max_reason);
+            }
+            let json = serde_json::to_vec(self).expect("state serialises");
+            let mut bytes = frame::encode(STATE_MAGIC, &json);
+            let reason_left = self
+                .last_update
+                .as_ref()
+                .is_some_and(|l| !l.reason.is_empty());
+            if bytes.len() > STATE_COPY_LEN && reason_left {
+                max_reason /= 2;
+                continue;
+            }
+            assert!(bytes.len() <= STATE_COPY_LEN, "state record too large");
+            bytes.resize(STATE_COPY_LEN, 0);
+            return ((self.seq % 2) * STATE_COPY_LEN as u64, bytes);
         }
-        let json = serde_json::to_vec(self).expect("state serialises");
-        let mut bytes = frame::encode(STATE_MAGIC, &json);
-        assert!(bytes.len() <= STATE_COPY_LEN, "state record too large");
-        bytes.resize(STATE_COPY_LEN, 0);
-        ((self.seq % 2) * STATE_COPY_LEN as u64, bytes)
     }
 
     /// Reads the newest valid copy from the first `2 * STATE_COPY_LEN`
-    /// bytes of the state partition; `None` if neither copy is valid.
+    /// bytes of the state partition; `None` if neither copy is valid. A
+    /// copy that breaks what every writer keeps to (see `is_sane`) is not
+    /// valid.
     pub fn read(area: &[u8]) -> Option<State> {
         area.chunks(STATE_COPY_LEN)
             .take(2)
@@ -313,7 +332,24 @@ impl State {
                 let json = frame::decode(STATE_MAGIC, copy, STATE_COPY_LEN).ok()?;
                 serde_json::from_slice::<State>(json).ok()
             })
+            .filter(State::is_sane)
             .max_by_key(|state| state.seq)
+    }
+
+    /// What every writer keeps to: a write counter that can still advance,
+    /// and versions the build and the agent take (at most
+    /// [`crate::bundle::MAX_NAME`] bytes, nothing JSON escapes), so that
+    /// the next copy always fits.
+    fn is_sane(&self) -> bool {
+        let plain = |text: &str| {
+            text.len() <= crate::bundle::MAX_NAME
+                && !text.contains(|c: char| c.is_control() || c == '"' || c == '\\')
+        };
+        let last = self.last_update.as_ref();
+        self.seq < u64::MAX
+            && plain(&self.a.version)
+            && plain(&self.b.version)
+            && last.is_none_or(|l| plain(&l.from) && plain(&l.to))
     }
 }
 
@@ -428,8 +464,8 @@ fn truncate_utf8(text: &mut String, max: usize) {
 /// slot's runtime and app partitions, and gets `dm-mod.waitfor=` for them
 /// (see [`crate::verity`]).
 pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
-    let mut words = verity::cmdline_words(cmdline).into_iter();
     let verity = verity::has_verity(cmdline);
+    let mut words = verity::cmdline_words(cmdline).into_iter();
     let root = format!("root=PARTLABEL={}", partition_name(Part::Runtime, slot));
     let mut args: Vec<String> = Vec::new();
     let mut has_root = false;
@@ -438,6 +474,10 @@ pub fn slot_cmdline(cmdline: &str, slot: Slot) -> String {
         if word == "--" {
             init_args = Some(word);
             break;
+        }
+        if !verity::is_balanced(word) {
+            // It would swallow the rest of the line (`root=`, `nodeos.slot=`).
+            continue;
         }
         if word.starts_with("root=") {
             if !has_root {
@@ -534,6 +574,53 @@ mod tests {
         let (_, bytes) = state.next_copy();
         let read = State::read(&area(&[(STATE_COPY_LEN as u64, bytes)])).unwrap();
         assert!(read.last_update.unwrap().reason.len() <= MAX_REASON);
+
+        // A reason JSON escapes six times over (found by fuzzing), with the
+        // longest versions the build and the agent take.
+        let version = "9".repeat(crate::bundle::MAX_NAME);
+        let mut state = State::new(Slot::A, &version);
+        state.b.version = version.clone();
+        state.last_update = Some(LastUpdate {
+            sequence: 1,
+            from: version.clone(),
+            to: version.clone(),
+            slot: Slot::B,
+            result: UpdateResult::RolledBack,
+            reason: "\u{1}".repeat(5000),
+            at_ms: 0,
+        });
+        let (offset, bytes) = state.next_copy();
+        assert_eq!(bytes.len(), STATE_COPY_LEN);
+        let read = State::read(&area(&[(offset, bytes)])).unwrap();
+        let reason = read.last_update.unwrap().reason;
+        assert!(
+            !reason.is_empty() && reason.len() < MAX_REASON,
+            "{}",
+            reason.len()
+        );
+    }
+
+    #[test]
+    fn a_copy_whose_counter_cannot_advance_is_not_read() {
+        let mut state = State::new(Slot::A, "1");
+        state.next_copy();
+        let (offset, good) = state.next_copy();
+        state.seq = u64::MAX - 1;
+        state.active = Slot::B;
+        let (stuck_offset, stuck) = state.next_copy();
+        assert_eq!(state.seq, u64::MAX);
+        assert_ne!(offset, stuck_offset);
+        let read = State::read(&area(&[(offset, good), (stuck_offset, stuck)])).unwrap();
+        assert_eq!((read.seq, read.active), (2, Slot::A));
+
+        // Nor is one with a version no build or bundle has.
+        for version in ["9".repeat(257), "1\u{7}".into(), "1\"".into()] {
+            let mut state = State::new(Slot::A, "1");
+            state.b.version = version.clone();
+            state.seq = 1;
+            let (offset, bad) = state.next_copy();
+            assert_eq!(State::read(&area(&[(offset, bad)])), None, "{version:?}");
+        }
     }
 
     #[test]
@@ -606,9 +693,26 @@ mod tests {
                 "console=ttyS0 root=PARTLABEL=nodeos-runtime-b nodeos.slot=b -- root=init-arg nodeos.slot=x",
             ),
             ("", Slot::A, "root=PARTLABEL=nodeos-runtime-a nodeos.slot=a"),
+            // An unbalanced quote (found by fuzzing) is dropped.
+            (
+                "console=ttyS0 x=\"open root=/dev/vda",
+                Slot::A,
+                "console=ttyS0 root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
+            ),
+            (
+                "\"",
+                Slot::A,
+                "root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
+            ),
+            (
+                "ro dm-mod.create=\"open",
+                Slot::A,
+                "ro root=PARTLABEL=nodeos-runtime-a nodeos.slot=a",
+            ),
         ];
         for (cmdline, slot, expected) in cases {
             assert_eq!(slot_cmdline(cmdline, slot), expected, "{cmdline:?}");
+            assert_eq!(slot_cmdline(expected, slot), expected, "again: {cmdline:?}");
         }
     }
 }

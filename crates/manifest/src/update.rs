@@ -191,7 +191,8 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// The bytes of an even-length hex string, either case.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // Digits only: `u8::from_str_radix` alone would take `+1` for 0x01.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len())
@@ -491,6 +492,15 @@ pub struct UpdateAccepted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_digits_only() {
+        assert_eq!(from_hex("00ff7A"), Some(vec![0, 255, 122]));
+        assert_eq!(from_hex(""), Some(vec![]));
+        for bad in ["+1", "-1", "0", "0g", " 1", "1 ", "é1"] {
+            assert_eq!(from_hex(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn public_keys_parse_and_print() {

@@ -127,6 +127,10 @@ pub fn dm_create_for_slot(word: &str, slot: Slot) -> Option<String> {
     } else {
         value
     };
+    if value.contains('"') {
+        // Not what a build writes; quoting it again would move its quotes.
+        return Some(word.to_owned());
+    }
     let devices: Vec<String> = value
         .split(';')
         .map(|device| {
@@ -162,11 +166,19 @@ pub fn dm_waitfor(slot: Slot) -> String {
 }
 
 /// Whether the command line sets up the verity devices (the image was
-/// built with dm-verity).
+/// built with dm-verity): a whole `dm-mod.create=` among the kernel's
+/// parameters (before `--`).
 pub fn has_verity(cmdline: &str) -> bool {
     cmdline_words(cmdline)
-        .iter()
-        .any(|word| word.starts_with(DM_CREATE))
+        .into_iter()
+        .take_while(|word| *word != "--")
+        .any(|word| is_balanced(word) && word.starts_with(DM_CREATE))
+}
+
+/// Whether `word` closes every quote it opens. One that does not would
+/// swallow the rest of the line; no build writes one.
+pub fn is_balanced(word: &str) -> bool {
+    word.matches('"').count().is_multiple_of(2)
 }
 
 #[cfg(test)]
@@ -243,6 +255,10 @@ mod tests {
         // A device of another name is left alone.
         let other = "dm-mod.create=\"other,,,ro,0 8 linear /dev/vdc 0\"";
         assert_eq!(dm_create_for_slot(other, Slot::A).unwrap(), other);
+        // Quotes inside the value (found by fuzzing): kept as they are.
+        for odd in ["dm-mod.create=a\"b c\"", "dm-mod.create=\"a\"b\""] {
+            assert_eq!(dm_create_for_slot(odd, Slot::A).unwrap(), odd);
+        }
         assert_eq!(dm_create_for_slot("root=/dev/vda", Slot::A), None);
     }
 
@@ -253,6 +269,8 @@ mod tests {
             "console=ttyS0 root={ROOT} ro {create} quiet"
         )));
         assert!(!has_verity("console=ttyS0 root=/dev/vda ro"));
+        assert!(!has_verity("ro dm-mod.create=\"open"));
+        assert!(!has_verity(&format!("ro -- {create}")));
         assert_eq!(
             dm_waitfor(Slot::A),
             "dm-mod.waitfor=PARTLABEL=nodeos-runtime-a,PARTLABEL=nodeos-app-a"
