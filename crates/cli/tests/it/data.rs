@@ -108,7 +108,9 @@ fn data_written_and_fsynced_survives_a_hard_kill_of_qemu() {
         run.transcript()
     );
 
-    // A second run on the same volume is refused before it boots.
+    // A second run of the same image is refused before it boots: its
+    // system disk is checked first (exit 8), and with a system disk of its
+    // own, the volume (exit 13). Neither leaves a file behind.
     let second = crate::support::run(
         nodeos()
             .arg("run")
@@ -116,12 +118,29 @@ fn data_written_and_fsynced_survives_a_hard_kill_of_qemu() {
             .args(["--accel", "tcg", "--data"])
             .arg(&volume),
     );
+    assert_exit(&second, 8);
+    assert!(
+        stderr(&second).contains("is in use by another `nodeos run`"),
+        "{}",
+        stderr(&second)
+    );
+    let other_system = tmp.path().join("other.system.img");
+    let second = crate::support::run(
+        nodeos()
+            .arg("run")
+            .arg(&image)
+            .args(["--accel", "tcg", "--data"])
+            .arg(&volume)
+            .arg("--system")
+            .arg(&other_system),
+    );
     assert_exit(&second, 13);
     assert!(
         stderr(&second).contains("is in use by another `nodeos run`"),
         "{}",
         stderr(&second)
     );
+    assert!(!other_system.exists());
 
     // Pull the plug: SIGKILL to QEMU, no shutdown, no unmount.
     let qemu = run.qemu_pid().expect("QEMU runs");
