@@ -547,9 +547,11 @@ fn qemu_killed_mid_upload_or_mid_write_boots_the_old_version() {
     assert_eq!(run.wait(STOP), Some(0), "{}", run.transcript());
 }
 
-/// A copy of `image` at `to` whose runtime layer is 1 MiB of zeros (the
-/// kernel finds no root filesystem and panics), its kernel command line
-/// changed by `cmdline`, and its manifest updated to match.
+/// A copy of `image` at `to` whose runtime layer is 1 MiB of zeros, its
+/// kernel command line changed by `cmdline`, and its manifest's sizes and
+/// sha256s updated to match (so the host installs it), but not its
+/// dm-verity root hash: the kernel finds the layer does not match its tree
+/// and panics.
 fn broken_copy(image: &Path, to: &Path, cmdline: impl Fn(&str) -> String) -> PathBuf {
     std::fs::create_dir_all(to).unwrap();
     let mut manifest = read_manifest(image);
@@ -592,7 +594,7 @@ fn a_kernel_that_never_reaches_init_is_rolled_back_by_the_host() {
     box_.write(&run, "keep", "kernel-faults");
 
     for (broken, why) in [
-        (&panics, "kernel panicked"),
+        (&panics, "the kernel found a tampered block of a layer"),
         (&hangs, "no verdict within 45s"),
     ] {
         let out = box_.deploy(broken, &key, &[]);
