@@ -75,7 +75,8 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let new_key = match args.new_key {
         Some(path) => {
             let (new_signing, new_path) = crate::agent_client::signing_key(Some(path))?;
-            if keys::public_key(&new_signing) == key {
+            let new_public = keys::public_key(&new_signing);
+            if new_public == key {
                 return Err(fail(
                     Exit::Key,
                     format!(
@@ -86,7 +87,7 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
                     ),
                 ));
             }
-            Some((new_signing, new_path))
+            Some((new_signing, new_public, new_path))
         }
         None => None,
     };
@@ -106,9 +107,7 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
         }
     };
     match &new_key {
-        Some((new_signing, new_path)) => {
-            check_key(&image, &keys::public_key(new_signing), new_path)?;
-        }
+        Some((_, new_public, new_path)) => check_key(&image, new_public, new_path)?,
         None => check_key(&image, &key, &key_path)?,
     }
     let what = format!("{} {}", image.name, image.version);
@@ -118,7 +117,7 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
     let mut clients = vec![&client];
     let new_client = new_key
         .as_ref()
-        .map(|(new_signing, _)| Client::new(endpoint, new_signing.clone()));
+        .map(|(new_signing, _, _)| Client::new(endpoint, new_signing.clone()));
     clients.extend(new_client.as_ref());
     let status = client.status()?;
     if status.appliance != image.name {
@@ -216,11 +215,11 @@ fn deploy(args: DeployArgs, ui: &Ui) -> anyhow::Result<Exit> {
                     start.elapsed().as_secs_f64()
                 ),
             );
-            if let Some((new_signing, new_path)) = &new_key {
+            if let Some((_, new_public, new_path)) = &new_key {
                 ui.note(&format!(
                     "{} now takes requests signed with update key {} ({}) only; key {} ({}) and the read tokens it signed no longer work there",
                     client.url(),
-                    keys::public_key(new_signing).key_id(),
+                    new_public.key_id(),
                     new_path.display(),
                     key.key_id(),
                     key_path.display()

@@ -31,14 +31,7 @@ pub fn mount_app(sys: &mut impl System, partition: Option<&Path>) -> Result<Disk
         .unwrap_or_default();
     let cmdline = String::from_utf8_lossy(&cmdline);
     let root = root_device(&cmdline);
-    let one = |sys: &mut _, dev: &Path| {
-        let head = sys_read(sys, dev);
-        vec![Disk {
-            dev: dev.to_owned(),
-            content: disks::classify(&head),
-        }]
-    };
-    let verified = verifies_app(&cmdline);
+    let verified = verity::creates_device(&cmdline, verity::APP_DEVICE);
     let all = if verified {
         let dev = verity_device(sys, verity::APP_DEVICE).ok_or(Error::AppVerityMissing)?;
         one(sys, &dev)
@@ -94,8 +87,13 @@ fn find_app_layer<'a>(disks: &'a [Disk], root: &Path) -> Option<&'a Disk> {
         .find(|d| d.dev != root && d.content.layer_fstype().is_some())
 }
 
-fn sys_read(sys: &mut impl System, dev: &Path) -> Vec<u8> {
-    sys.read(dev, disks::HEAD_LEN).unwrap_or_default()
+/// `dev` as the only disk to look at.
+fn one(sys: &mut impl System, dev: &Path) -> Vec<Disk> {
+    let head = sys.read(dev, disks::HEAD_LEN).unwrap_or_default();
+    vec![Disk {
+        dev: dev.to_owned(),
+        content: disks::classify(&head),
+    }]
 }
 
 /// The device of `root=` on the kernel command line.
@@ -104,20 +102,6 @@ fn root_device(cmdline: &str) -> PathBuf {
         .into_iter()
         .find_map(|arg| arg.strip_prefix("root="))
         .map_or_else(|| PathBuf::from(DEFAULT_ROOT), PathBuf::from)
-}
-
-/// Whether `dm-mod.create=` on the command line sets up the app layer's
-/// verity device.
-fn verifies_app(cmdline: &str) -> bool {
-    let device = format!("{},", verity::APP_DEVICE);
-    verity::cmdline_words(cmdline).into_iter().any(|word| {
-        word.strip_prefix(verity::DM_CREATE).is_some_and(|value| {
-            value
-                .trim_matches('"')
-                .split(';')
-                .any(|d| d.starts_with(&device))
-        })
-    })
 }
 
 /// `/dev/dm-N` of the device-mapper device called `name`.

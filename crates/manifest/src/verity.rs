@@ -120,13 +120,7 @@ pub fn cmdline_words(cmdline: &str) -> Vec<&str> {
 /// runtime and app verity devices replaced by `slot`'s partitions; other
 /// devices are kept. `None` if `word` is not `dm-mod.create=`.
 pub fn dm_create_for_slot(word: &str, slot: Slot) -> Option<String> {
-    let value = word.strip_prefix(DM_CREATE)?;
-    let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
-    let value = if quoted {
-        &value[1..value.len() - 1]
-    } else {
-        value
-    };
+    let value = dm_create_value(word)?;
     if value.contains('"') {
         // Not what a build writes; quoting it again would move its quotes.
         return Some(word.to_owned());
@@ -135,9 +129,9 @@ pub fn dm_create_for_slot(word: &str, slot: Slot) -> Option<String> {
         .split(';')
         .map(|device| {
             let fields: Vec<&str> = device.splitn(5, ',').collect();
-            let part = match fields.first().map(|name| name.trim()) {
-                Some(RUNTIME_DEVICE) => Part::Runtime,
-                Some(APP_DEVICE) => Part::App,
+            let part = match device_name(device) {
+                RUNTIME_DEVICE => Part::Runtime,
+                APP_DEVICE => Part::App,
                 _ => return device.to_owned(),
             };
             let [name, uuid, minor, flags, table] = fields[..] else {
@@ -154,6 +148,32 @@ pub fn dm_create_for_slot(word: &str, slot: Slot) -> Option<String> {
         })
         .collect();
     Some(format!("{DM_CREATE}\"{}\"", devices.join(";")))
+}
+
+/// Whether `cmdline` has the kernel create the device-mapper device `name`
+/// (in `dm-mod.create=`).
+pub fn creates_device(cmdline: &str, name: &str) -> bool {
+    cmdline_words(cmdline)
+        .into_iter()
+        .filter_map(dm_create_value)
+        .any(|value| value.split(';').any(|device| device_name(device) == name))
+}
+
+/// The value of the `dm-mod.create=` parameter `word` without the quotes
+/// around it; `None` if `word` is another parameter.
+fn dm_create_value(word: &str) -> Option<&str> {
+    let value = word.strip_prefix(DM_CREATE)?;
+    Some(
+        value
+            .strip_prefix('"')
+            .and_then(|inner| inner.strip_suffix('"'))
+            .unwrap_or(value),
+    )
+}
+
+/// The name of one device of `dm-mod.create=`: its first field.
+fn device_name(device: &str) -> &str {
+    device.split(',').next().unwrap_or_default().trim()
 }
 
 /// `dm-mod.waitfor=` for `slot`'s runtime and app partitions.
@@ -275,5 +295,18 @@ mod tests {
             dm_waitfor(Slot::A),
             "dm-mod.waitfor=PARTLABEL=nodeos-runtime-a,PARTLABEL=nodeos-app-a"
         );
+    }
+
+    #[test]
+    fn the_devices_created_are_found_by_name() {
+        let create = dm_create(&verity('a', 8), "/dev/vda", &verity('b', 2), "/dev/vdb");
+        let cmdline = format!("console=ttyS0 root={ROOT} ro {create} quiet");
+        assert!(creates_device(&cmdline, APP_DEVICE));
+        assert!(creates_device(&cmdline, RUNTIME_DEVICE));
+        assert!(!creates_device(&cmdline, "nodeos"));
+        let runtime_only = format!("{DM_CREATE}{RUNTIME_DEVICE},,,ro,0 8 verity");
+        assert!(creates_device(&runtime_only, RUNTIME_DEVICE));
+        assert!(!creates_device(&runtime_only, APP_DEVICE));
+        assert!(!creates_device(&format!("app={APP_DEVICE},"), APP_DEVICE));
     }
 }
