@@ -202,6 +202,14 @@ pub enum AgentError {
     /// No nonce: the operating system gave no randomness.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// What the appliance sent could not be written where it goes (a file
+    /// or standard output).
+    #[error("cannot write what the appliance at {url} sent")]
+    Output {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
     /// The bundle could not be read from the image directory.
     #[error("cannot read the update bundle")]
     Bundle {
@@ -334,8 +342,8 @@ impl Client {
 
     /// `GET target` whose `200` answer is streamed in chunks: each piece
     /// goes to `sink` as it arrives. An answer cut short (the connection
-    /// ended before the last chunk) is an error; so is a failing `sink`
-    /// (reported as [`AgentError::Broken`] with the sink's error).
+    /// ended before the last chunk) is an error; a failing `sink` is
+    /// [`AgentError::Output`] with the sink's error.
     pub fn stream(
         &self,
         method: &str,
@@ -360,7 +368,18 @@ impl Client {
                 })
             });
         }
-        read_chunks(&mut reader, sink).map_err(broken)
+        let mut sink_error = None;
+        let result = read_chunks(&mut reader, &mut |data| {
+            sink(data).map_err(|e| {
+                let kind = e.kind();
+                sink_error = Some(e);
+                io::Error::from(kind)
+            })
+        });
+        match sink_error {
+            Some(source) => Err(AgentError::Output { url, source }),
+            None => result.map_err(broken),
+        }
     }
 
     /// Sends a signed request and reads the answer's head.

@@ -68,7 +68,8 @@ pub enum Exit {
     Unreachable = 17,
     /// `export`, `profile`, `keygen`: the output path cannot be written
     /// (its directory is missing or read-only, or a directory is in the
-    /// way); nothing is left behind.
+    /// way, or `profile` cannot write what the appliance sends); nothing
+    /// is left behind. `logs`: standard output cannot be written.
     Output = 18,
     /// `run` was interrupted twice and the VM was killed; `export` or
     /// `profile` was interrupted (Ctrl-C, SIGTERM), leaving nothing
@@ -136,6 +137,7 @@ pub fn classify(err: &anyhow::Error) -> Exit {
                 | AgentError::Broken { .. }
                 | AgentError::NotAnAgent { .. } => Exit::Unreachable,
                 AgentError::Bundle { .. } => Exit::Image,
+                AgentError::Output { .. } => Exit::Output,
                 AgentError::Key(_) => Exit::Failure,
             };
         }

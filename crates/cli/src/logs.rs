@@ -78,17 +78,13 @@ pub fn run(args: LogsArgs, ui: &Ui) -> anyhow::Result<Exit> {
         Some(Since::UnixMs(ms)) => ms,
         Some(Since::Ago(ago)) => now_ms().saturating_sub(ago.as_millis() as u64),
     };
-    let mut printer = Printer {
-        json: args.json,
-        partial: Vec::new(),
-        last_ms: None,
-        received: 0,
-    };
+    let mut printer = Printer::new(args.json);
     let mut tail = args.tail;
     let mut gone_since: Option<Instant> = None;
     loop {
-        // After a reconnection: only what was logged after the last line.
-        let from = printer.last_ms.map_or(since_ms, |ms| ms + 1);
+        // After a reconnection: from the last line's millisecond on,
+        // skipping the lines of that millisecond already printed.
+        let from = printer.resume().unwrap_or(since_ms);
         let mut target = format!("{LOGS_PATH}?since={from}");
         if let Some(n) = tail {
             target.push_str(&format!("&tail={n}"));
@@ -111,12 +107,13 @@ pub fn run(args: LogsArgs, ui: &Ui) -> anyhow::Result<Exit> {
         }
         match result {
             Ok(()) if !args.follow => return Ok(Exit::Success),
-            Err(AgentError::Broken { source, .. })
+            Err(AgentError::Output { source, .. })
                 if source.kind() == io::ErrorKind::BrokenPipe =>
             {
                 // stdout closed (`| head`): done.
                 return Ok(Exit::Success);
             }
+            Err(e @ AgentError::Output { .. }) => return Err(e.into()),
             Err(e) if !args.follow || e.refused() => return Err(e.into()),
             // The agent ended a followed log (it is shutting down): again.
             Ok(()) => std::thread::sleep(Duration::from_secs(1)),
@@ -151,11 +148,33 @@ struct Printer {
     partial: Vec<u8>,
     /// Time of the last record printed.
     last_ms: Option<u64>,
+    /// How many records of that millisecond were printed.
+    at_last_ms: usize,
+    /// How many records of `last_ms` to skip: printed before a reconnection.
+    skip: usize,
     /// Bytes received so far.
     received: u64,
 }
 
 impl Printer {
+    fn new(json: bool) -> Printer {
+        Printer {
+            json,
+            partial: Vec::new(),
+            last_ms: None,
+            at_last_ms: 0,
+            skip: 0,
+            received: 0,
+        }
+    }
+
+    /// Where to ask from again after the connection ended: the time of the
+    /// last record printed, whose records so far are then skipped.
+    fn resume(&mut self) -> Option<u64> {
+        self.skip = self.at_last_ms;
+        self.last_ms
+    }
+
     fn feed(&mut self, data: &[u8]) -> io::Result<()> {
         self.received += data.len() as u64;
         self.partial.extend_from_slice(data);
@@ -182,12 +201,24 @@ impl Printer {
         }
         match Record::parse(line) {
             Some(record) => {
-                self.last_ms = Some(record.unix_ms);
-                if self.json {
-                    writeln!(out, "{}", record.format(LogFormat::Json))
-                } else {
-                    writeln!(out, "{}", printable(&record.format(LogFormat::Text)))
+                let again = Some(record.unix_ms) == self.last_ms;
+                if again && self.skip > 0 {
+                    self.skip -= 1;
+                    return Ok(());
                 }
+                self.skip = 0;
+                if self.json {
+                    writeln!(out, "{}", record.format(LogFormat::Json))?;
+                } else {
+                    writeln!(out, "{}", printable(&record.format(LogFormat::Text)))?;
+                }
+                if again {
+                    self.at_last_ms += 1;
+                } else {
+                    self.last_ms = Some(record.unix_ms);
+                    self.at_last_ms = 1;
+                }
+                Ok(())
             }
             None => writeln!(out, "{}", printable(line)),
         }
@@ -223,12 +254,7 @@ mod tests {
 
     #[test]
     fn records_are_printed_whole_whatever_the_pieces() {
-        let mut printer = Printer {
-            json: false,
-            partial: Vec::new(),
-            last_ms: None,
-            received: 0,
-        };
+        let mut printer = Printer::new(false);
         let line = r#"{"time":"2026-11-27T10:00:00.000Z","source":"app","generation":1,"stream":"stdout","message":"hi"}"#;
         let mut out = Vec::new();
         printer.print(&mut out, line).unwrap();
@@ -238,5 +264,53 @@ mod tests {
             "2026-11-27T10:00:00.000Z app[1] out: hi\n"
         );
         assert_eq!(printer.last_ms, Some(1_795_773_600_000));
+    }
+
+    #[test]
+    fn a_reconnection_goes_on_after_the_last_line_printed() {
+        let record = |ms: u32, text: &str| {
+            format!(
+                r#"{{"time":"2026-11-27T10:00:00.{ms:03}Z","source":"app","generation":1,"stream":"stdout","message":"{text}"}}"#
+            )
+        };
+        let mut printer = Printer::new(false);
+        let mut out = Vec::new();
+        for (ms, text) in [(1, "a"), (2, "b"), (2, "c")] {
+            printer.print(&mut out, &record(ms, text)).unwrap();
+        }
+        // The agent answers from the same millisecond on: b and c again,
+        // then d of that millisecond, logged while disconnected, and e.
+        assert_eq!(printer.resume(), Some(1_795_773_600_002));
+        for (ms, text) in [(2, "b"), (2, "c"), (2, "d"), (3, "e")] {
+            printer.print(&mut out, &record(ms, text)).unwrap();
+        }
+        let messages: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| line.rsplit(' ').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(messages, ["a", "b", "c", "d", "e"]);
+        // Again, with nothing new: nothing is printed twice.
+        let mut out = Vec::new();
+        printer.resume();
+        printer.print(&mut out, &record(3, "e")).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_written_is_not_counted_as_printed() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::StorageFull))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut printer = Printer::new(true);
+        let line = r#"{"time":"2026-11-27T10:00:00.000Z","source":"app","generation":1,"stream":"stdout","message":"hi"}"#;
+        assert!(printer.print(&mut Full, line).is_err());
+        assert_eq!(printer.last_ms, None);
     }
 }

@@ -47,6 +47,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_LIST: usize = 1024 * 1024;
 /// Time between two polls of the inspector's port.
 const POLL: Duration = Duration::from_millis(100);
+/// How often a CPU profile asks whether its client has gone.
+const GONE_POLL: Duration = Duration::from_millis(250);
 
 /// The longest CPU profile: longer durations are cut to it.
 pub const MAX_CPU: Duration = Duration::from_secs(600);
@@ -104,6 +106,8 @@ pub enum ProfileError {
     Protocol(String),
     #[error("connection to node's inspector")]
     Io(#[from] websocket::Error),
+    #[error("the one who asked for the profile has gone")]
+    Gone,
     #[error("cannot pass on the profile")]
     Sink(#[source] io::Error),
 }
@@ -169,19 +173,23 @@ impl Drop for BusyGuard {
 /// `sink` is called only once the profile has started: an error before its
 /// first call means nothing was passed on; an error after it means the
 /// profile passed on so far is incomplete. A second profile while one is
-/// being taken is refused at once with [`ProfileError::Busy`].
+/// being taken is refused at once with [`ProfileError::Busy`]. While a CPU
+/// profile runs, `gone` is asked a few times a second whether the one who
+/// asked for it has gone ([`ProfileError::Gone`]).
 pub fn take(
     pid: i32,
     kind: Kind,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    gone: &dyn Fn() -> bool,
 ) -> Result<(), ProfileError> {
-    take_within(pid, kind, sink, &LIMITS)
+    take_within(pid, kind, sink, gone, &LIMITS)
 }
 
 fn take_within(
     pid: i32,
     kind: Kind,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    gone: &dyn Fn() -> bool,
     limits: &Limits,
 ) -> Result<(), ProfileError> {
     let _busy = BusyGuard::claim().ok_or(ProfileError::Busy)?;
@@ -227,7 +235,9 @@ fn take_within(
         }
     }
     let result = match kind {
-        Kind::Cpu(duration) => cpu_profile(&mut inspector, duration.min(MAX_CPU), sink, deadline),
+        Kind::Cpu(duration) => {
+            cpu_profile(&mut inspector, duration.min(MAX_CPU), sink, gone, deadline)
+        }
         Kind::Heap => heap_snapshot(&mut inspector, sink, deadline),
     };
     if was_open {
@@ -268,7 +278,7 @@ fn catches_sigusr1(status: &str) -> Option<bool> {
 }
 
 /// A target of node's inspector, as `/json/list` lists it.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Target {
     #[serde(rename = "webSocketDebuggerUrl")]
     ws_url: Option<String>,
@@ -280,7 +290,7 @@ fn find_target(pid: Pid, wait: Duration) -> Result<String, ProfileError> {
     let deadline = Instant::now() + wait;
     loop {
         let tried = Instant::now();
-        let last = match list_targets() {
+        let last = match list_targets(tried + HTTP_TIMEOUT) {
             Ok(targets) => match targets.into_iter().find_map(|t| t.ws_url) {
                 Some(url) => return Ok(url),
                 None => "no target listed".to_owned(),
@@ -311,32 +321,57 @@ fn ws_path(url: &str) -> Result<String, ProfileError> {
     }
 }
 
-/// One `GET /json/list` on the inspector's port.
-fn list_targets() -> Result<Vec<Target>, String> {
+/// One `GET /json/list` on the inspector's port, answered by `deadline`.
+fn list_targets(deadline: Instant) -> Result<Vec<Target>, String> {
     let mut stream =
         TcpStream::connect_timeout(&INSPECTOR, HTTP_TIMEOUT).map_err(|e| e.to_string())?;
-    let fail = |e: io::Error| e.to_string();
-    stream.set_read_timeout(Some(HTTP_TIMEOUT)).map_err(fail)?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT)).map_err(fail)?;
+    stream
+        .set_write_timeout(Some(HTTP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     stream
         .write_all(b"GET /json/list HTTP/1.1\r\nHost: 127.0.0.1:9229\r\nConnection: close\r\n\r\n")
-        .map_err(fail)?;
+        .map_err(|e| e.to_string())?;
+    read_list(&mut stream, deadline)
+}
+
+/// The targets in the answer to `GET /json/list` on `stream`: a whole
+/// answer of at most [`MAX_LIST`] bytes by `deadline`, or an error.
+fn read_list(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<Target>, String> {
+    let fail = |e: io::Error| e.to_string();
     let mut answer = Vec::new();
     let mut buf = [0; 16 * 1024];
     loop {
-        if let Some((head, Some(len))) = parse_answer(&answer)?
-            && answer.len() >= head + len
-        {
-            let body = &answer[head..head + len];
-            return serde_json::from_slice(body).map_err(|e| format!("/json/list: {e}"));
+        if let Some((head, Some(len))) = parse_answer(&answer)? {
+            if len > MAX_LIST {
+                return Err(format!(
+                    "/json/list: a body of {len} bytes, over {MAX_LIST}"
+                ));
+            }
+            if answer.len() >= head + len {
+                let body = &answer[head..head + len];
+                return serde_json::from_slice(body).map_err(|e| format!("/json/list: {e}"));
+            }
         }
         if answer.len() > MAX_LIST {
             return Err(format!("/json/list: answer over {MAX_LIST} bytes"));
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("/json/list: no whole answer in time".to_owned());
+        }
+        stream
+            .set_read_timeout(Some(left.min(HTTP_TIMEOUT)))
+            .map_err(fail)?;
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Nothing came in time: the deadline above says so.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -536,13 +571,25 @@ fn cpu_profile(
     inspector: &mut Inspector,
     duration: Duration,
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    gone: &dyn Fn() -> bool,
     deadline: Instant,
 ) -> Result<(), ProfileError> {
     inspector.command("Profiler.enable", json!({}), deadline)?;
     let interval = json!({ "interval": SAMPLING_INTERVAL_US });
     inspector.command("Profiler.setSamplingInterval", interval, deadline)?;
     inspector.command("Profiler.start", json!({}), deadline)?;
-    std::thread::sleep(duration);
+    let end = Instant::now() + duration;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if gone() {
+            // Closing the inspector session stops the profiler.
+            return Err(ProfileError::Gone);
+        }
+        std::thread::sleep(left.min(GONE_POLL));
+    }
     let stopped: Stopped = inspector.call("Profiler.stop", json!({}), deadline, &mut ignore)?;
     let mut out = io::BufWriter::with_capacity(64 * 1024, SinkWriter(sink));
     serde_json::to_writer(&mut out, &stopped.profile)
@@ -766,11 +813,16 @@ mod tests {
     fn take_whole(pid: i32, kind: Kind) -> Result<(Vec<u8>, usize), ProfileError> {
         let mut out = Vec::new();
         let mut calls = 0;
-        take(pid, kind, &mut |piece| {
-            calls += 1;
-            out.extend_from_slice(piece);
-            Ok(())
-        })?;
+        take(
+            pid,
+            kind,
+            &mut |piece| {
+                calls += 1;
+                out.extend_from_slice(piece);
+                Ok(())
+            },
+            &|| false,
+        )?;
         Ok((out, calls))
     }
 
@@ -860,6 +912,7 @@ mod tests {
                 sent += 1;
                 Ok(())
             },
+            &|| false,
             &limits,
         );
         if let Err(err) = result {
@@ -889,6 +942,24 @@ mod tests {
         assert!(snapshot["snapshot"]["meta"]["node_fields"].is_array());
         let strings = snapshot["strings"].as_array().unwrap();
         assert!(strings.iter().any(|s| s == "nodeos-heap-marker-42"));
+        assert!(!inspector_listening(), "the inspector is still open");
+    }
+
+    #[test]
+    fn a_cpu_profile_whose_client_has_gone_ends_at_once() {
+        let _serial = serial();
+        let app = App::node(&[], HOT);
+        let started = Instant::now();
+        let left = || started.elapsed() > Duration::from_millis(500);
+        let result = take(
+            app.pid(),
+            Kind::Cpu(Duration::from_secs(60)),
+            &mut |_| panic!("the sink of a profile nobody waits for"),
+            &left,
+        );
+        assert!(matches!(result, Err(ProfileError::Gone)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(!busy());
         assert!(!inspector_listening(), "the inspector is still open");
     }
 
@@ -935,9 +1006,12 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let refused = take(pid, Kind::Heap, &mut |_| {
-            panic!("the sink of a refused profile")
-        });
+        let refused = take(
+            pid,
+            Kind::Heap,
+            &mut |_| panic!("the sink of a refused profile"),
+            &|| false,
+        );
         assert!(matches!(refused, Err(ProfileError::Busy)), "{refused:?}");
         first.join().unwrap().unwrap();
         assert!(!busy());
@@ -999,7 +1073,8 @@ mod tests {
             ..LIMITS
         };
         let started = Instant::now();
-        let err = take_within(app.pid(), Kind::Heap, &mut |_| Ok(()), &limits).unwrap_err();
+        let err =
+            take_within(app.pid(), Kind::Heap, &mut |_| Ok(()), &|| false, &limits).unwrap_err();
         assert!(
             matches!(err, ProfileError::InspectorNotUp { .. }),
             "{err:?}"
@@ -1069,5 +1144,63 @@ mod tests {
         assert_eq!(parse_answer(b"HTTP/1.1 200 OK\r\nCont"), Ok(None));
         let err = parse_answer(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err();
         assert_eq!(err, "/json/list: HTTP 404");
+    }
+
+    /// What `read_list` makes of an answer a fake inspector writes in
+    /// `pieces`, `gap` apart, within `within`.
+    fn list_from(
+        pieces: &[&'static [u8]],
+        gap: Duration,
+        within: Duration,
+    ) -> Result<Vec<Target>, String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pieces = pieces.to_vec();
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            for piece in pieces {
+                if peer.write_all(piece).is_err() {
+                    return;
+                }
+                std::thread::sleep(gap);
+            }
+        });
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let listed = read_list(&mut stream, Instant::now() + within);
+        drop(stream);
+        server.join().unwrap();
+        listed
+    }
+
+    #[test]
+    fn a_list_answer_is_bounded_in_size_and_time() {
+        let whole = list_from(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"],
+            Duration::ZERO,
+            Duration::from_secs(5),
+        );
+        assert_eq!(whole.map(|targets| targets.len()), Ok(0));
+        let huge = list_from(
+            &[b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n[]"],
+            Duration::ZERO,
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(huge.contains("over"), "{huge}");
+        let started = Instant::now();
+        let mut drip: Vec<&'static [u8]> = vec![b"HTTP/1.1 200 OK\r\nX-Drip: "];
+        drip.extend([b"x" as &[u8]; 20]);
+        let slow = list_from(
+            &drip,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        )
+        .unwrap_err();
+        assert!(slow.contains("in time"), "{slow}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

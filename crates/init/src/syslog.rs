@@ -493,14 +493,15 @@ impl Link {
 
     /// Whether the server closed or reset the TCP connection (checked
     /// before each send: a write into a closed connection would seem to
-    /// work and lose the record). Anything the server sent is discarded.
+    /// work and lose the record). Anything the server sent is discarded,
+    /// up to 64 KiB a time: a server that keeps sending is not closed.
     fn closed_by_peer(&self) -> bool {
         let Link::Tcp(stream) = self else {
             return false;
         };
         use rustix::net::RecvFlags;
-        let mut buf = [0u8; 256];
-        loop {
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
             match rustix::net::recv(stream, &mut buf[..], RecvFlags::DONTWAIT) {
                 Ok((_, 0)) => return true,
                 Ok(_) => continue,
@@ -509,6 +510,7 @@ impl Link {
                 Err(_) => return true,
             }
         }
+        false
     }
 
     fn send(&mut self, message: &str) -> io::Result<()> {

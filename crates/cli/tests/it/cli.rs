@@ -712,3 +712,82 @@ fn an_interrupted_profile_leaves_nothing() {
         "nothing is left"
     );
 }
+
+/// An "appliance" that answers each of `requests` requests with a 200
+/// streamed in chunks: `body` repeated `times` times.
+fn streaming_appliance(requests: usize, body: &'static [u8], times: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((conn, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(&conn);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut conn = &conn;
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            for _ in 0..times {
+                let chunk = [format!("{:x}\r\n", body.len()).as_bytes(), body, b"\r\n"].concat();
+                if conn.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = conn.write_all(b"0\r\n\r\n");
+        }
+    });
+    url
+}
+
+/// What cannot be written where it goes is exit 18 with one error, and
+/// leaves nothing: a profile bigger than the file may grow, the log into
+/// a full standard output.
+#[test]
+fn operate_output_that_cannot_be_written_exits_18() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("key.pem");
+    assert_exit(&run(nodeos().arg("keygen").arg("--out").arg(&key)), 0);
+    let out_dir = tmp.path().join("profiles");
+    std::fs::create_dir(&out_dir).unwrap();
+    let url = streaming_appliance(1, &[b'x'; 64 * 1024], 64);
+    // A file size limit of about 512 KiB stands in for a full disk: writes
+    // past it fail with EFBIG (SIGXFSZ ignored), as ENOSPC would.
+    let out = run(std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 1024; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_nodeos"))
+        .args(["profile", &url, "--heap", "--key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(out_dir.join("app.heapsnapshot")));
+    assert_exit(&out, 18);
+    let err = stderr(&out);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("cannot write what the appliance"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out_dir).unwrap().count(),
+        0,
+        "nothing is left"
+    );
+
+    let record = b"{\"time\":\"2026-11-27T10:00:00.000Z\",\"source\":\"app\",\"generation\":1,\"stream\":\"stdout\",\"message\":\"hi\"}\n";
+    let url = streaming_appliance(1, record, 1);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = run(nodeos()
+        .args(["logs", &url, "--key"])
+        .arg(&key)
+        .stdout(full));
+    assert_exit(&out, 18);
+    let err = stderr(&out);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("cannot write what the appliance"), "{err}");
+}

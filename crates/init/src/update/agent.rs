@@ -578,6 +578,16 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("<title>") && page.contains("hello"), "{page}");
+        // Whitespace around the token does not reach the header.
+        let padded = answer(&with_token(
+            "GET",
+            &format!("/?token=%0D%0A%0D%0A{token}%20"),
+            "X: y",
+        ));
+        assert!(
+            padded.contains(&format!("\r\nSet-Cookie: nodeos_token={token}; Path=/;")),
+            "{padded}"
+        );
         let bad = answer(&with_token("GET", "/?token=nodeos-read.junk", "X: y"));
         assert!(
             bad.starts_with("HTTP/1.1 401 ") && !bad.contains("Set-Cookie"),

@@ -18,8 +18,9 @@ use nodeos_manifest::update::{
 
 use super::{UpdateError, lock};
 
-/// Nonces remembered against replays.
-pub(crate) const NONCES_KEPT: usize = 256;
+/// Nonces remembered against replays: each while its request's time is
+/// within the allowed clock skew, at most this many at once.
+pub(crate) const NONCES_KEPT: usize = 2048;
 
 /// What a request's signature covers, as received.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +48,8 @@ pub(crate) enum Access {
 pub(crate) struct Verifier {
     key: VerifyingKey,
     key_id: String,
-    nonces: Mutex<VecDeque<String>>,
+    /// Nonces and the times of their requests, oldest first.
+    nonces: Mutex<VecDeque<(String, u64)>>,
 }
 
 impl Verifier {
@@ -56,7 +58,7 @@ impl Verifier {
         Some(Verifier {
             key: VerifyingKey::from_bytes(&key.0).ok()?,
             key_id: key.key_id(),
-            nonces: Mutex::new(VecDeque::with_capacity(NONCES_KEPT)),
+            nonces: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -156,13 +158,20 @@ impl Verifier {
         }
         let nonce = auth.nonce.to_ascii_lowercase();
         let mut seen = lock(&self.nonces);
-        if seen.contains(&nonce) {
+        // A request whose time is out of the skew window is refused above,
+        // so its nonce need not be remembered any more.
+        seen.retain(|(_, ts_ms)| ts_ms.saturating_add(MAX_CLOCK_SKEW_MS) >= now_ms);
+        if seen.iter().any(|(seen, _)| *seen == nonce) {
             return Err(UpdateError::Replayed { nonce });
         }
-        if seen.len() == NONCES_KEPT {
-            seen.pop_front();
+        if seen.len() >= NONCES_KEPT {
+            // Forgetting one would make its request replayable.
+            return Err(UpdateError::Busy(format!(
+                "over {NONCES_KEPT} signed requests in {} minutes; try again in a minute",
+                2 * MAX_CLOCK_SKEW_MS / 60_000
+            )));
         }
-        seen.push_back(nonce);
+        seen.push_back((nonce, auth.ts_ms));
         Ok(())
     }
 }
@@ -281,14 +290,25 @@ mod tests {
     }
 
     #[test]
-    fn only_the_last_nonces_are_remembered() {
+    fn nonces_are_remembered_while_their_time_is_valid() {
         let v = verifier();
-        for n in 0..=NONCES_KEPT as u64 {
+        for n in 0..NONCES_KEPT as u64 {
             v.check(&request(&signed(1, NOW, n)), NOW).unwrap();
         }
-        // Nonce 0 fell out of the window; nonce 2 is still in it.
-        v.check(&request(&signed(1, NOW, 0)), NOW).unwrap();
-        assert!(v.check(&request(&signed(1, NOW, 2)), NOW).is_err());
+        // None is forgotten to make room: the next is refused instead.
+        let full = v.check(&request(&signed(1, NOW, 1 << 40)), NOW);
+        assert!(matches!(full, Err(UpdateError::Busy(_))), "{full:?}");
+        let later = NOW + MAX_CLOCK_SKEW_MS;
+        assert!(matches!(
+            v.check(&request(&signed(1, NOW, 0)), later),
+            Err(UpdateError::Replayed { .. })
+        ));
+        // Once their time is out of the window, they are let go.
+        let after = later + 1;
+        v.check(&request(&signed(1, after, 1 << 40)), after)
+            .unwrap();
+        assert!(v.check(&request(&signed(1, NOW, 0)), after).is_err());
+        assert_eq!(lock(&v.nonces).len(), 1);
     }
 
     fn token(key: u8, expires_s: u64) -> String {

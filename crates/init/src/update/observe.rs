@@ -68,6 +68,9 @@ pub(crate) fn metrics(shared: &Shared) -> Whole {
 /// browser is sent to the page without it in the address.
 pub(crate) fn page(shared: &Shared, head: &Head, token_expires_s: Option<u64>) -> Whole {
     if let (Some(token), Some(expires_s)) = (head.query("token"), token_expires_s) {
+        // Checked as `ReadToken::parse` reads it: without the whitespace
+        // around it, which must not reach the header.
+        let token = token.trim();
         let max_age = expires_s.saturating_sub(now_ms() / 1000);
         return Whole {
             status: 303,
@@ -266,14 +269,19 @@ pub(crate) fn profile(shared: &Shared, stream: &TcpStream, head: &Head) -> Resul
     say!("taking {what} of the app (pid {pid})");
     let mut out: Option<Chunked<&TcpStream>> = None;
     let mut sent = 0u64;
-    let taken = profile::take(pid, kind, &mut |data: &[u8]| {
-        let chunked = match &mut out {
-            Some(chunked) => chunked,
-            None => out.insert(Chunked::start(stream, "application/json")?),
-        };
-        sent += data.len() as u64;
-        chunked.send(data)
-    });
+    let taken = profile::take(
+        pid,
+        kind,
+        &mut |data: &[u8]| {
+            let chunked = match &mut out {
+                Some(chunked) => chunked,
+                None => out.insert(Chunked::start(stream, "application/json")?),
+            };
+            sent += data.len() as u64;
+            chunked.send(data)
+        },
+        &|| client_gone(stream),
+    );
     match (taken, out) {
         (Ok(()), Some(chunked)) => {
             if chunked.finish().is_ok() {
@@ -284,6 +292,10 @@ pub(crate) fn profile(shared: &Shared, stream: &TcpStream, head: &Head) -> Resul
         (Ok(()), None) => Err(UpdateError::Unavailable(format!(
             "the inspector gave an empty {what}"
         ))),
+        (Err(ProfileError::Gone), None) => {
+            say!("stopped {what} of the app: the client has gone");
+            Ok(())
+        }
         (Err(e), None) => Err(match e {
             ProfileError::Busy => busy(),
             e => {
@@ -297,6 +309,19 @@ pub(crate) fn profile(shared: &Shared, stream: &TcpStream, head: &Head) -> Resul
             );
             Ok(())
         }
+    }
+}
+
+/// Whether the client closed its end of the connection: after its request
+/// it sends nothing, so anything but "nothing to read yet" means it left.
+fn client_gone(stream: &TcpStream) -> bool {
+    use rustix::net::RecvFlags;
+    let mut byte = [0u8; 1];
+    match rustix::net::recv(stream, &mut byte[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((_, 0)) => true,
+        Ok(_) => false,
+        Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => false,
+        Err(_) => true,
     }
 }
 
