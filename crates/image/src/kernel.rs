@@ -148,7 +148,7 @@ pub fn project_kernel(cache: &Path, reporter: &dyn Reporter) -> Result<Kernel, K
     }
     reporter.status(
         "Building",
-        "the nodeos kernel (first time only; about 8 minutes on 2 cores, then cached)",
+        "the nodeos kernel (first time only; 10 to 15 minutes on 2 cores, then cached)",
     );
     let work = root.join(format!(".build-{key}"));
     let _ = fs::remove_dir_all(&work);

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use nodeos_manifest::update::{
-    AUTH_SCHEME, Authorization, MAX_CLOCK_SKEW_MS, PublicKey, ReadToken, request_message,
+    AUTH_SCHEME, Authorization, MAX_CLOCK_SKEW_MS, MAX_TOKEN_TTL_S, PublicKey, ReadToken,
+    request_message,
 };
 
 use super::{UpdateError, lock};
@@ -75,7 +76,8 @@ impl Verifier {
     }
 
     /// Checks a read token at `now_ms`: well-formed, this key's, signed by
-    /// it, not expired. Every failure is a 401.
+    /// it, not expired, and not living longer than [`MAX_TOKEN_TTL_S`] (with
+    /// the clock skew allowed). Every failure is a 401.
     pub fn check_token(&self, text: &str, now_ms: u64) -> Result<ReadToken, UpdateError> {
         let token = ReadToken::parse(text).ok_or_else(|| {
             UpdateError::Unauthorized(
@@ -100,6 +102,15 @@ impl Verifier {
                 "the read token {} expired {} s ago: make a new one with `nodeos token`",
                 token.id,
                 now_ms / 1000 - token.expires_s
+            )));
+        }
+        let longest = now_ms / 1000 + MAX_TOKEN_TTL_S + MAX_CLOCK_SKEW_MS / 1000;
+        if token.expires_s > longest {
+            return Err(UpdateError::Unauthorized(format!(
+                "the read token {} is valid for {} more days, over the {} allowed: make one with `nodeos token`",
+                token.id,
+                (token.expires_s - now_ms / 1000) / 86_400,
+                MAX_TOKEN_TTL_S / 86_400
             )));
         }
         Ok(token)
@@ -322,6 +333,8 @@ mod tests {
         assert_eq!(v.check_token(&valid, NOW).unwrap().id, "0011223344556677");
         // Tokens are not one-time: a browser sends its cookie again and again.
         v.check_token(&valid, NOW).unwrap();
+        v.check_token(&token(1, NOW / 1000 + MAX_TOKEN_TTL_S + 60), NOW)
+            .unwrap();
         let forged = {
             let mut t = ReadToken::parse(&valid).unwrap();
             t.expires_s += 3600;
@@ -329,6 +342,10 @@ mod tests {
         };
         for (bad, says) in [
             (token(1, NOW / 1000), "expired 0 s ago"),
+            (
+                token(1, NOW / 1000 + MAX_TOKEN_TTL_S + 3600),
+                "over the 366 allowed",
+            ),
             (token(2, NOW / 1000 + 60), "is for key"),
             (forged, "does not verify"),
             ("Bearer abc".into(), "not valid"),
