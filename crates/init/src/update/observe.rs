@@ -312,8 +312,8 @@ pub(crate) fn profile(shared: &Shared, stream: &TcpStream, head: &Head) -> Resul
     }
 }
 
-/// Whether the client closed its end of the connection: after its request
-/// it sends nothing, so anything but "nothing to read yet" means it left.
+/// Whether the client closed its end of the connection. It sends nothing
+/// after its request, so the end of its stream or an error means it left.
 fn client_gone(stream: &TcpStream) -> bool {
     use rustix::net::RecvFlags;
     let mut byte = [0u8; 1];
