@@ -268,8 +268,12 @@ impl Client {
             }
         };
         if !self.close_sent {
-            let echo = code.unwrap_or(NORMAL).to_be_bytes();
-            let _ = self.send(CLOSE, &echo);
+            // Codes a close frame must not carry (RFC 6455 §7.4) are not
+            // echoed: 1000 is sent instead.
+            let echo = code
+                .filter(|c| (1000..5000).contains(c) && ![1004, 1005, 1006, 1015].contains(c))
+                .unwrap_or(NORMAL);
+            let _ = self.send(CLOSE, &echo.to_be_bytes());
         }
         let _ = self.stream.shutdown(Shutdown::Both);
         Error::Closed { code, reason }
@@ -805,6 +809,27 @@ mod tests {
             seen.frames,
             [(PONG, b"Hello".to_vec()), (CLOSE, vec![0x03, 0xE9])]
         );
+    }
+
+    #[test]
+    fn a_close_code_that_must_not_be_sent_is_answered_with_1000() {
+        for (code, echoed) in [(1001u16, 1001u16), (1005, 1000), (1006, 1000), (999, 1000)] {
+            let mut script = vec![0x88, 0x02];
+            script.extend_from_slice(&code.to_be_bytes());
+            let (port, server) = server(None, script);
+            let mut client = Client::connect(addr(port), "/", soon()).unwrap();
+            let err = client.recv(soon()).unwrap_err();
+            assert!(
+                matches!(err, Error::Closed { code: Some(c), .. } if c == code),
+                "{err}"
+            );
+            let seen = server.join().unwrap();
+            assert_eq!(
+                seen.frames,
+                [(CLOSE, echoed.to_be_bytes().to_vec())],
+                "{code}"
+            );
+        }
     }
 
     #[test]
