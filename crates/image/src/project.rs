@@ -267,12 +267,8 @@ impl Project {
             return Err(ProjectError::InvalidName { path, name, reason });
         }
         let version = match object.get("version") {
-            // The version travels in bundles and the 4 KiB update state
-            // record, which take at most 256 bytes and nothing JSON escapes.
-            Some(Value::String(v))
-                if v.len() > nodeos_manifest::bundle::MAX_NAME
-                    || v.contains(|c: char| c.is_control() || c == '"' || c == '\\') =>
-            {
+            // The version travels in bundles and the update state record.
+            Some(Value::String(v)) if !nodeos_manifest::bundle::is_plain_name(v) => {
                 return Err(ProjectError::InvalidField {
                     path,
                     field: "version".into(),

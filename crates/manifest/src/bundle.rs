@@ -28,6 +28,15 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Longest image name or version a bundle may carry (npm allows 214 for
 /// names).
 pub const MAX_NAME: usize = 256;
+
+/// Whether `text` may be an image's name or version where bundles and the
+/// update state record carry it: at most [`MAX_NAME`] bytes and nothing
+/// JSON escapes (a control character takes six bytes there, and the 4 KiB
+/// state record holds a version four times).
+pub fn is_plain_name(text: &str) -> bool {
+    text.len() <= MAX_NAME && !text.contains(|c: char| c.is_control() || c == '"' || c == '\\')
+}
+
 /// What the signature covers, before the manifest bytes.
 pub const SIGNING_CONTEXT: &[u8] = b"nodeos-bundle-v1\0";
 
@@ -150,13 +159,10 @@ impl UpdateManifest {
         if manifest.format != FORMAT {
             return Err(BundleError::Format(manifest.format));
         }
-        // The version goes into the 4 KiB state record (four times), the
-        // name into the agent's answers: short, and nothing JSON escapes
-        // (a control character takes six bytes there).
+        // The version goes into the state record, the name into the
+        // agent's answers.
         for text in [&manifest.image.name, &manifest.image.version] {
-            if text.len() > MAX_NAME
-                || text.contains(|c: char| c.is_control() || c == '"' || c == '\\')
-            {
+            if !is_plain_name(text) {
                 return Err(BundleError::Manifest(format!(
                     "the image's name and version must be at most {MAX_NAME} bytes each, \
                      with no control characters, `\"` or `\\`"

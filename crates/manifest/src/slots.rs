@@ -341,10 +341,7 @@ impl State {
     /// [`crate::bundle::MAX_NAME`] bytes, nothing JSON escapes), so that
     /// the next copy always fits.
     fn is_sane(&self) -> bool {
-        let plain = |text: &str| {
-            text.len() <= crate::bundle::MAX_NAME
-                && !text.contains(|c: char| c.is_control() || c == '"' || c == '\\')
-        };
+        let plain = crate::bundle::is_plain_name;
         let last = self.last_update.as_ref();
         self.seq < u64::MAX
             && plain(&self.a.version)
